@@ -1,0 +1,136 @@
+"""The results table: ``figures/results.json`` and its rendering ``figures/results.md``.
+
+One record per dataset x method x metric: mean, std over seeds, the seeds, the profile
+and the commit that produced it. Records are upserted (a re-run replaces its own rows),
+written atomically, and the Markdown table is regenerated on every write. Paired
+bootstrap comparisons are kept beside the records.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .artifacts import FIGURES_DIR, git_commit, write_json, write_text
+from .metrics import BootstrapResult
+
+RANKING_METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+class ResultsTable:
+    """Read, update and render ``results.json`` in a figures folder."""
+
+    def __init__(self, figures_dir: str | Path | None = None):
+        self.dir = Path(figures_dir or FIGURES_DIR)
+        self.path = self.dir / "results.json"
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+        else:
+            data = {}
+        self.records: list[dict] = data.get("records", [])
+        self.comparisons: list[dict] = data.get("comparisons", [])
+
+    # ------------------------------------------------------------------ writing
+    def record(self, dataset: str, method: str, per_seed: dict[str, Iterable[float]], profile: str,
+               seeds: Iterable[int], table: str = "ranking", notes: str = "") -> None:
+        """Upsert one record per metric from its per-seed values."""
+        seeds = [int(s) for s in seeds]
+        for metric, values in per_seed.items():
+            values = np.asarray(list(values), dtype=np.float64)
+            if len(values) != len(seeds):
+                raise ValueError(f"{method}/{metric}: {len(values)} values for {len(seeds)} seeds")
+            row = {"table": table, "dataset": dataset, "method": method, "metric": metric,
+                   "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                   "values": [float(v) for v in values], "seeds": seeds, "profile": profile,
+                   "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if notes:
+                row["notes"] = notes
+            self.records = [r for r in self.records if (r["table"], r["dataset"], r["method"], r["metric"])
+                            != (table, dataset, method, metric)] + [row]
+        self.save()
+
+    def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str) -> None:
+        """Upsert a paired bootstrap comparison of method ``a`` against ``b``."""
+        row = {"dataset": dataset, "a": a, "b": b, "metric": result.metric, "mean_a": result.mean_a,
+               "mean_b": result.mean_b, "diff": result.diff, "relative": result.relative,
+               "ci95": [result.low, result.high], "significant": result.significant,
+               "n_users": result.n_users, "n_boot": result.n_boot, "profile": profile, "commit": git_commit()}
+        key = (dataset, a, b, result.metric)
+        self.comparisons = [c for c in self.comparisons if (c["dataset"], c["a"], c["b"], c["metric"]) != key]
+        self.comparisons.append(row)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, {"records": self.records, "comparisons": self.comparisons})
+        write_text(self.dir / "results.md", self.markdown())
+
+    # ------------------------------------------------------------------ reading
+    def get(self, dataset: str, method: str, metric: str, table: str = "ranking") -> dict | None:
+        for r in self.records:
+            if (r["table"], r["dataset"], r["method"], r["metric"]) == (table, dataset, method, metric):
+                return r
+        return None
+
+    def markdown(self) -> str:
+        """One Markdown table per ``table`` (rows dataset/method, columns metrics), then comparisons."""
+        out = ["# minirec results", "",
+               "Written by the main job (`make main`); mean ± std over seeds. Full ranking over the catalogue, "
+               "history items excluded, leave-one-out. Do not edit by hand.", ""]
+        for table in dict.fromkeys(r["table"] for r in self.records):
+            rows = [r for r in self.records if r["table"] == table]
+            metrics = list(dict.fromkeys(r["metric"] for r in rows))
+            if table == "ranking":
+                metrics = [m for m in RANKING_METRICS if m in metrics] + [m for m in metrics if m not in RANKING_METRICS]
+            out += [f"## {table}", "", "| dataset | method | seeds | profile | " + " | ".join(metrics) + " |",
+                    "|---|---|---|---|" + "---|" * len(metrics)]
+            for key in dict.fromkeys((r["dataset"], r["method"]) for r in rows):
+                cells = {r["metric"]: r for r in rows if (r["dataset"], r["method"]) == key}
+                first = next(iter(cells.values()))
+                values = [_cell(cells[m]) if m in cells else "" for m in metrics]
+                out.append(f"| {key[0]} | {key[1]} | {len(first['seeds'])} | {first['profile']} | "
+                           + " | ".join(values) + " |")
+            out.append("")
+        if self.comparisons:
+            out += ["## paired bootstrap comparisons (95% CI over users)", "",
+                    "| dataset | A | B | metric | A | B | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+            for c in self.comparisons:
+                verdict = ("A better" if c["diff"] > 0 else "B better") if c["significant"] else "within noise"
+                out.append(f"| {c['dataset']} | {c['a']} | {c['b']} | {c['metric']} | {c['mean_a']:.4f} | "
+                           f"{c['mean_b']:.4f} | {c['diff']:+.4f} ({c['relative']:+.1%}) | "
+                           f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")
+            out.append("")
+        return "\n".join(out)
+
+
+def _cell(r: dict) -> str:
+    if abs(r["mean"]) >= 100:
+        return f"{r['mean']:.1f} ± {r['std']:.1f}" if len(r["seeds"]) > 1 else f"{r['mean']:.1f}"
+    return f"{r['mean']:.4f} ± {r['std']:.4f}" if len(r["seeds"]) > 1 else f"{r['mean']:.4f}"
+
+
+def save_per_user(figures_dir: str | Path | None, dataset: str, method: str, per_user: dict[str, np.ndarray],
+                  profile: str) -> Path:
+    """Keep a method's per-user test metrics so later notebooks can bootstrap against it."""
+    from .artifacts import atomic_path
+
+    path = Path(figures_dir or FIGURES_DIR) / "per_user" / f"{dataset}__{method}.npz"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, profile=np.array(profile), **per_user)
+    return path
+
+
+def load_per_user(figures_dir: str | Path | None, dataset: str, method: str, profile: str,
+                  n_users: int) -> dict[str, np.ndarray] | None:
+    """Per-user metrics saved by ``save_per_user`` for this profile and user count, else None."""
+    path = Path(figures_dir or FIGURES_DIR) / "per_user" / f"{dataset}__{method}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        if str(data["profile"]) != profile:
+            return None
+        out = {k: data[k] for k in data.files if k != "profile"}
+    return out if all(len(v) == n_users for v in out.values()) else None

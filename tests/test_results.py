@@ -1,0 +1,34 @@
+"""The results table: upserts, seeds, rendering, atomic per-user store."""
+import json
+
+import numpy as np
+import pytest
+
+from minirec.metrics import paired_bootstrap
+from minirec.results import ResultsTable, load_per_user, save_per_user
+
+
+def test_record_upsert_and_markdown(tmp_path):
+    t = ResultsTable(tmp_path)
+    t.record("ml", "A", {"ndcg@10": [0.1, 0.2, 0.3]}, "cpu", seeds=[0, 1, 2])
+    t.record("ml", "A", {"ndcg@10": [0.2, 0.2, 0.2]}, "cpu", seeds=[0, 1, 2])   # replaces
+    t.record("ml", "B", {"ndcg@10": [0.05]}, "cpu", seeds=[0])
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = [r for r in data["records"] if r["method"] == "A"]
+    assert len(rows) == 1 and rows[0]["mean"] == pytest.approx(0.2) and rows[0]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[0]["seeds"] == [0, 1, 2] and rows[0]["profile"] == "cpu" and rows[0]["commit"]
+    t.compare("ml", "A", "B", paired_bootstrap(np.ones(50), np.zeros(50), "ndcg@10", n_boot=50), "cpu")
+    md = (tmp_path / "results.md").read_text()
+    assert "| ml | A | 3 | cpu | 0.2000 ± 0.0000 |" in md and "A better" in md
+    assert ResultsTable(tmp_path).get("ml", "B", "ndcg@10")["mean"] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="2 values for 3 seeds"):
+        t.record("ml", "C", {"x": [1, 2]}, "cpu", seeds=[0, 1, 2])
+
+
+def test_per_user_roundtrip(tmp_path):
+    per_user = {"ndcg@10": np.arange(5.0)}
+    save_per_user(tmp_path, "ml", "A", per_user, "cpu")
+    np.testing.assert_array_equal(load_per_user(tmp_path, "ml", "A", "cpu", 5)["ndcg@10"], np.arange(5.0))
+    assert load_per_user(tmp_path, "ml", "A", "smoke", 5) is None      # another profile
+    assert load_per_user(tmp_path, "ml", "A", "cpu", 6) is None        # another user set
+    assert not list(tmp_path.rglob(".*"))                              # no temporary files left
