@@ -104,7 +104,7 @@ class SequenceDataset:
         except KeyError:
             raise UnknownItemError(
                 f"item id {raw_id!r} is not in the {self.name} catalogue "
-                f"({self.n_items} items, e.g. {list(self.item_ids[:3])})") from None
+                f"({self.n_items} items, e.g. {[str(i) for i in self.item_ids[:3]]})") from None
 
     def encode_history(self, raw_ids: Iterable) -> np.ndarray:
         """Raw item ids -> item indices, refusing an empty history and unknown items."""

@@ -106,6 +106,8 @@ class ResultsTable:
 
 
 def _cell(r: dict) -> str:
+    if all(float(v).is_integer() for v in r["values"]) and len(r["seeds"]) == 1:
+        return f"{int(r['mean'])}"
     if abs(r["mean"]) >= 100:
         return f"{r['mean']:.1f} ± {r['std']:.1f}" if len(r["seeds"]) > 1 else f"{r['mean']:.1f}"
     return f"{r['mean']:.4f} ± {r['std']:.4f}" if len(r["seeds"]) > 1 else f"{r['mean']:.4f}"

@@ -11,7 +11,10 @@
 """
 from __future__ import annotations
 
+import logging
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +134,9 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     ckpt_dir = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name
+    shutil.rmtree(ckpt_dir, ignore_errors=True)         # a re-run starts clean, never mixes checkpoints
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)   # no banner per fit
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")          # Lightning 2.6 / torch 2.13 chatter
     curves = CurveRecorder()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, enable_version_counter=False)
