@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[minirec] {nb.name} done in {seconds:.0f} s", flush=True)
         ResultsTable(args.figures_dir).record("-", nb.stem, {"wall_seconds": [seconds]}, args.profile,
                                               seeds=[0], table="runtime")
+    if args.profile == "cpu" and args.figures_dir.resolve() == FIGURES_DIR.resolve() and not args.only:
+        from .results import update_readme
+        update_readme(REPO_ROOT / "README.md", args.figures_dir)
     print(f"[minirec] main job finished in {time.perf_counter() - total:.0f} s; "
           f"results in {args.figures_dir / 'results.md'}")
     return 0

@@ -73,6 +73,8 @@ def learning_curves(runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("tr
             rows = [r for r in rows if metric in r]
             ax.plot([r["epoch"] + 1 for r in rows], [r[metric] for r in rows], label=name, marker=".")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        if metric in ("recon", "vq"):
+            ax.set_yscale("log")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -93,3 +95,87 @@ def metric_bars(summary: dict[str, dict[str, tuple[float, float]]], metrics: tup
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------- embeddings and SIDs
+def project_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, n_epochs: int | None = None) -> np.ndarray:
+    """UMAP to two dimensions (cosine metric), deterministic for a seed."""
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed,
+                        n_epochs=n_epochs, n_jobs=1)
+    return reducer.fit_transform(x)
+
+
+def primary_genres(dataset: SequenceDataset, top: int = 8) -> np.ndarray:
+    """Each item's most frequent genre among the dataset's ``top`` genres ('other' otherwise)."""
+    counts = Counter(g for gs in dataset.items["genres"] for g in gs)
+    frequent = [g for g, _ in counts.most_common(top)]
+    rank = {g: i for i, g in enumerate(frequent)}
+    out = []
+    for gs in dataset.items["genres"]:
+        known = sorted((g for g in gs if g in rank), key=rank.get)
+        out.append(known[0] if known else "other")
+    return np.array(out)
+
+
+def scatter_by_label(ax, coords: np.ndarray, labels: np.ndarray, title: str, legend: bool = True, s: float = 6):
+    """Points coloured by a categorical label."""
+    names = list(dict.fromkeys(sorted(labels, key=str)))
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for i, name in enumerate(names):
+        keep = labels == name
+        ax.scatter(coords[keep, 0], coords[keep, 1], s=s, color=cmap(i % cmap.N), label=str(name), alpha=0.8)
+    ax.set(title=title, xticks=[], yticks=[])
+    if legend and len(names) <= 20:
+        ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+
+
+def code_usage(tables: dict, levels: int | None = None):
+    """Bar charts of items per code: one row per quantiser, one column per level (sorted)."""
+    names = list(tables)
+    levels = levels or next(iter(tables.values())).levels
+    fig, axes = plt.subplots(len(names), levels, figsize=(3.6 * levels, 2.3 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        t = tables[name]
+        for level in range(levels):
+            counts = np.sort(np.bincount(t.codes[:, level], minlength=t.codebook_size))[::-1]
+            ax = axes[r][level]
+            ax.bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue" if counts.min() > 0 else "tab:red")
+            ax.axhline(t.n_items / t.codebook_size, color="k", ls="--", lw=0.8)
+            ax.set(title=f"{name} · level {level + 1} · {int((counts > 0).sum())}/{len(counts)} used",
+                   xticks=[], ylabel="items" if level == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+def code_heatmaps(tables: dict):
+    """For each quantiser, items per (level-1 code, level-2 code) cell."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.8), squeeze=False)
+    for ax, (name, t) in zip(axes[0], tables.items()):
+        grid = np.zeros((t.codebook_size, t.codebook_size))
+        np.add.at(grid, (t.codes[:, 0], t.codes[:, 1]), 1)
+        sns.heatmap(grid, ax=ax, cmap="viridis", cbar=True, xticklabels=False, yticklabels=False)
+        ax.set(title=f"{name}: items per (L1, L2)", xlabel="level-2 code", ylabel="level-1 code")
+    fig.tight_layout()
+    return fig
+
+
+def cluster_hierarchy(coords: np.ndarray, codes: np.ndarray, zoom: tuple[int, ...] = (), title: str = ""):
+    """UMAP coloured by first-level code, then panels showing level-2 codes inside chosen level-1 codes."""
+    zoom = zoom or tuple(np.argsort(-np.bincount(codes[:, 0]))[:2])
+    fig, axes = plt.subplots(1, 1 + len(zoom), figsize=(5 * (1 + len(zoom)), 4.5), squeeze=False)
+    scatter_by_label(axes[0][0], coords, codes[:, 0], title or "level-1 codes", legend=False)
+    for ax, c1 in zip(axes[0][1:], zoom):
+        ax.scatter(coords[:, 0], coords[:, 1], s=3, color="lightgrey")
+        inside = codes[:, 0] == c1
+        scatter_by_label(ax, coords[inside], codes[inside, 1], f"inside level-1 code {c1}: level-2 codes", s=14)
+    fig.tight_layout()
+    return fig
+
+
+def quantizer_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("recon", "vq", "uniformity")):
+    """Training losses per epoch of trained quantisers."""
+    return learning_curves(histories, metrics)

@@ -25,6 +25,8 @@ class Profile:
     batch_size: int                # training windows per step
     sasrec_grid: tuple[dict, ...]  # SASRec settings tried on validation (one seed each)
     n_boot: int                    # bootstrap resamples for paired confidence intervals
+    quantizer_epochs: int = 300    # RQ-VAE / CoBa training epochs over the catalogue
+    umap_epochs: int | None = None  # UMAP optimisation epochs (None = UMAP's default)
     accelerator: str = "cpu"       # Lightning Trainer pass-through
     devices: int | str = 1
     precision: str = "32-true"
@@ -38,14 +40,15 @@ class Profile:
 
 
 _SASREC_GRID = (
-    dict(hidden=64, n_layers=2, dropout=0.2, lr=2e-3),
-    dict(hidden=64, n_layers=2, dropout=0.5, lr=2e-3),
+    dict(hidden=64, n_layers=2, dropout=0.2, lr=1e-3),
+    dict(hidden=64, n_layers=2, dropout=0.5, lr=1e-3),
 )
 
 PROFILES = {
     "smoke": Profile("smoke", max_users=80, max_epochs=2, patience=1, seeds=(0,), batch_size=64,
-                     sasrec_grid=(dict(hidden=32, n_layers=1, dropout=0.2, lr=1e-3),), n_boot=200),
-    "cpu": Profile("cpu", max_users=None, max_epochs=150, patience=8, seeds=(0, 1, 2), batch_size=128,
+                     sasrec_grid=(dict(hidden=32, n_layers=1, dropout=0.2, lr=1e-3),), n_boot=200,
+                     quantizer_epochs=3, umap_epochs=10),
+    "cpu": Profile("cpu", max_users=None, max_epochs=200, patience=10, seeds=(0, 1, 2), batch_size=128,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, progress_bar=False),
     "gpu": Profile("gpu", max_users=None, max_epochs=300, patience=20, seeds=(0, 1, 2), batch_size=256,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, accelerator="gpu", precision="bf16-mixed",

@@ -136,3 +136,22 @@ def load_per_user(figures_dir: str | Path | None, dataset: str, method: str, pro
             return None
         out = {k: data[k] for k in data.files if k != "profile"}
     return out if all(len(v) == n_users for v in out.values()) else None
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: str | Path, figures_dir: str | Path | None = None) -> bool:
+    """Copy the rendered results tables between the README's results markers."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    tables = ResultsTable(figures_dir).markdown().split("\n", 2)[2].strip()   # drop the page title
+    tables = tables.replace("\n## ", "\n#### ")
+    tables = tables.replace("## ", "#### ", 1) if tables.startswith("## ") else tables
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    from .artifacts import write_text
+    write_text(readme, f"{head}{README_START}\n{tables}\n{README_END}{tail}")
+    return True

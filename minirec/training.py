@@ -29,6 +29,13 @@ from .metrics import topk_metrics
 from .profiles import Profile
 
 
+def quiet_lightning() -> None:
+    """No GPU/TPU banner and tips per fit; notebooks stay readable."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")          # Lightning 2.6 / torch 2.13 chatter
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
 class _Windows(Dataset):
     def __init__(self, windows: np.ndarray):
         x, y = windows[:, :-1].copy(), windows[:, 1:].copy()
@@ -135,8 +142,7 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
 
     ckpt_dir = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # a re-run starts clean, never mixes checkpoints
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)   # no banner per fit
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")          # Lightning 2.6 / torch 2.13 chatter
+    quiet_lightning()
     curves = CurveRecorder()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, enable_version_counter=False)
@@ -165,16 +171,24 @@ class SeedRuns:
 
 
 def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneOutSplit, profile: Profile,
-                run_name: str, seeds: tuple[int, ...] | None = None, **fit_kwargs) -> SeedRuns:
-    """Train ``make_module()`` once per seed and evaluate each best checkpoint on the test stage."""
+                run_name: str, seeds: tuple[int, ...] | None = None, reuse: dict[int, FitResult] | None = None,
+                **fit_kwargs) -> SeedRuns:
+    """Train ``make_module()`` once per seed and evaluate each best checkpoint on the test stage.
+
+    ``reuse`` maps a seed to a fit already made with the same setting and seed (e.g. the
+    tuning run of the chosen setting), which is then evaluated instead of retrained.
+    """
     from .metrics import evaluate
     from .profiles import seed_everything
 
     fits, per_seed, per_user = [], {}, {}
     for seed in seeds if seeds is not None else profile.seeds:
-        seed_everything(seed)
-        datamodule.seed = seed
-        result = fit(make_module(), datamodule, profile, f"{run_name}/seed{seed}", **fit_kwargs)
+        if reuse and seed in reuse:
+            result = reuse[seed]
+        else:
+            seed_everything(seed)
+            datamodule.seed = seed
+            result = fit(make_module(), datamodule, profile, f"{run_name}/seed{seed}", **fit_kwargs)
         scores = evaluate(result.module, split.test)
         for name, values in scores.items():
             per_seed.setdefault(name, []).append(float(values.mean()))
@@ -184,16 +198,20 @@ def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneO
 
 
 def select_on_validation(grid: tuple[dict, ...], make_module, datamodule: L.LightningDataModule,
-                         profile: Profile, run_name: str, seed: int = 0) -> tuple[dict, list[dict]]:
-    """Fit each setting once and keep the one with the best validation NDCG@10 (never the test)."""
+                         profile: Profile, run_name: str, seed: int = 0) -> tuple[dict, list[dict], FitResult]:
+    """Fit each setting once with ``seed``; keep the best validation NDCG@10 (never the test).
+
+    Returns the chosen setting, one row per setting, and the chosen setting's fit.
+    """
     from .profiles import seed_everything
 
-    rows = []
+    rows, fits = [], []
     for i, setting in enumerate(grid):
         seed_everything(seed)
         datamodule.seed = seed
         result = fit(make_module(**setting), datamodule, profile, f"{run_name}/grid{i}")
+        fits.append(result)
         rows.append(dict(setting, val_ndcg10=result.best_val_ndcg10, epochs=result.epochs,
                          seconds=round(result.seconds, 1)))
     best = max(range(len(grid)), key=lambda i: rows[i]["val_ndcg10"])
-    return dict(grid[best]), rows
+    return dict(grid[best]), rows, fits[best]

@@ -1,0 +1,274 @@
+"""Residual quantisers that turn item embeddings into semantic IDs (METHOD.md §2).
+
+Three quantisers behind one interface, ``quantizer.fit(x, train_sequences) -> codes``
+with ``codes`` of shape (n_items, levels):
+
+- ``RQKMeans``: residual k-means, the no-training baseline: k-means on the embeddings,
+  then k-means on what is left after subtracting each item's centroid, and so on.
+- ``RQVAE`` (TIGER, Rajput et al. 2023): an encoder MLP maps x to a latent z, L residual
+  codebooks quantise z (r_1 = z, c_l = argmin_j ||r_l - e_{l,j}||², r_{l+1} = r_l - e_{l,c_l}),
+  a decoder MLP reconstructs x from Σ_l e_{l,c_l}. Straight-through gradients;
+  codebooks initialised by k-means on the first latents. Loss:
+      L = ||x - x̂||² + Σ_l ( ||sg(r_l) - e_{l,c_l}||² + β ||r_l - sg(e_{l,c_l})||² )
+- ``CoBa`` (S²GR's Collaborative and Balanced RQ-VAE): the same network, plus
+  * collaborative input: x is replaced by H_align, the text embeddings propagated over
+    the training co-occurrence graph (``minirec.graph``);
+  * auxiliary-loss-free load balancing: selection uses d'(r, e_j) = ||r - e_j||² + b_j s,
+    where s is the level's mean squared distance (so b is unit-free) and after each step
+    b_j moves by ``bias_step`` up if code j was used more than average, down if less,
+    clipped to ±``bias_bound``;
+  * uniformity: Σ_{j≠k} max(0, δ - ||e_j - e_k||)² over codewords of a level, with δ a
+    fraction ``uniformity_margin`` of the level's mean codeword distance.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+from torch.utils.data import DataLoader, TensorDataset
+
+from .graph import collaborative_embeddings
+from .training import quiet_lightning
+
+
+@dataclass
+class GraphConfig:
+    """How CoBa smooths its input over the co-occurrence graph (METHOD.md §1)."""
+    alpha: float = 0.5          # restart probability α: weight kept on the text embedding
+    k_g: int = 2                # propagation steps K_g
+    window: int = 3             # co-occurrence window (positions)
+    weighting: str = "count"    # "count" or "inverse" (1 / distance)
+
+
+@dataclass
+class QuantizerConfig:
+    levels: int = 3                   # L: semantic code levels
+    codebook_size: int = 32           # K: codes per level (32 suits ~1.7K items; 256 for big catalogues)
+    seed: int = 0
+    # RQ-VAE network and training
+    latent_dim: int = 32              # width of z and of every codeword
+    hidden: tuple = (256, 128)        # encoder widths (the decoder mirrors them)
+    beta: float = 0.25                # commitment weight β
+    lr: float = 1e-3
+    epochs: int = 300
+    batch_size: int = 256
+    # CoBa
+    balance: bool = False             # selection bias b_j for load balancing
+    bias_step: float = 0.01           # how far b_j moves per step
+    bias_bound: float = 1.0           # |b_j| <= bias_bound (in units of the level's mean distance)
+    uniformity_weight: float = 0.0    # λ_u of the codeword repulsion
+    uniformity_margin: float = 0.5    # δ as a fraction of the mean codeword distance of the level
+    graph: GraphConfig | None = None  # collaborative input (None = text only)
+    kmeans_n_init: int = 3            # restarts for k-means (RQ-KMeans and codebook init)
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+def coba_config(**overrides) -> QuantizerConfig:
+    """CoBa's defaults: graph input, balancing bias and uniformity on."""
+    base = dict(balance=True, uniformity_weight=0.1, graph=GraphConfig())
+    base.update(overrides)
+    return QuantizerConfig(**base)
+
+
+def _prepare(x: np.ndarray, config: QuantizerConfig, train_sequences) -> np.ndarray:
+    if config.graph is None:
+        return np.asarray(x, dtype=np.float32)
+    if train_sequences is None:
+        raise ValueError("a collaborative quantiser needs the training sequences for its co-occurrence graph")
+    g = config.graph
+    return collaborative_embeddings(x, train_sequences, g.alpha, g.k_g, g.window, g.weighting)
+
+
+def residual_kmeans(x: np.ndarray, levels: int, k: int, seed: int = 0, n_init: int = 3):
+    """Codes (N, L) and centroids (L, K, d) of residual k-means on ``x``."""
+    if len(x) < k:
+        raise ValueError(f"{len(x)} items cannot fill a codebook of {k} codes")
+    residual = np.asarray(x, dtype=np.float64).copy()
+    codes, centres = [], []
+    for level in range(levels):
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed + level).fit(residual)
+        codes.append(km.labels_)
+        centres.append(km.cluster_centers_)
+        residual -= km.cluster_centers_[km.labels_]
+    return np.stack(codes, axis=1).astype(np.int64), np.stack(centres).astype(np.float32)
+
+
+class RQKMeans:
+    """Residual k-means: no training, the baseline quantiser."""
+
+    name = "RQ-KMeans"
+
+    def __init__(self, config: QuantizerConfig | None = None):
+        self.config = config or QuantizerConfig()
+        self.centres: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, train_sequences: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        c = self.config
+        codes, self.centres = residual_kmeans(_prepare(x, c, train_sequences), c.levels, c.codebook_size,
+                                              c.seed, c.kmeans_n_init)
+        return codes
+
+    def settings(self) -> dict:
+        return {"quantizer": self.name, **self.config.settings()}
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class RQVAEModule(L.LightningModule):
+    """The RQ-VAE network; with ``balance`` / ``uniformity_weight`` it becomes CoBa."""
+
+    def __init__(self, input_dim: int, config: QuantizerConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = _mlp([input_dim, *c.hidden, c.latent_dim])
+        self.decoder = _mlp([c.latent_dim, *reversed(c.hidden), input_dim])
+        self.codebooks = nn.Parameter(torch.randn(c.levels, c.codebook_size, c.latent_dim) * 0.1)  # (L, K, D)
+        self.register_buffer("bias", torch.zeros(c.levels, c.codebook_size))                    # (L, K)
+        self.history: list[dict] = []
+        self._epoch: dict[str, list[float]] = {}
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor) -> None:
+        """k-means on the untrained encoder's latents (residually), as in TIGER."""
+        z = self.encoder(x).cpu().numpy()
+        _, centres = residual_kmeans(z, self.config.levels, self.config.codebook_size, self.config.seed,
+                                     self.config.kmeans_n_init)
+        self.codebooks.data.copy_(torch.as_tensor(centres))
+
+    def quantize(self, z: torch.Tensor):
+        """Residual quantisation of (B, D) latents -> codes (B, L), residuals and chosen codewords."""
+        residual = z
+        codes, residuals, chosen = [], [], []
+        for level in range(self.config.levels):
+            book = self.codebooks[level]                                            # (K, D)
+            dist = torch.cdist(residual, book).pow(2)                               # (B, K)
+            if self.config.balance:
+                dist = dist + self.bias[level] * dist.mean().detach()
+            idx = dist.argmin(dim=1)                                                # (B,)
+            e = book[idx]                                                           # (B, D)
+            codes.append(idx)
+            residuals.append(residual)
+            chosen.append(e)
+            residual = residual - e
+        return torch.stack(codes, 1), residuals, chosen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) -> codes (B, L)."""
+        return self.quantize(self.encoder(x))[0]
+
+    def uniformity_loss(self) -> torch.Tensor:
+        """Σ_{j≠k} max(0, δ - ||e_j - e_k||)², averaged over pairs and levels."""
+        total = 0.0
+        k = self.config.codebook_size
+        off = ~torch.eye(k, dtype=torch.bool, device=self.device)
+        for book in self.codebooks:
+            dist = (torch.cdist(book, book).pow(2) + 1e-8).sqrt()[off]             # (K(K-1),)
+            delta = self.config.uniformity_margin * dist.mean().detach()
+            total = total + F.relu(delta - dist).pow(2).mean() / delta.pow(2)
+        return total / self.config.levels
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        z = self.encoder(x)                                                        # (B, D)
+        codes, residuals, chosen = self.quantize(z)
+        quantized = torch.stack(chosen).sum(0)                                     # (B, D)
+        x_hat = self.decoder(z + (quantized - z).detach())                         # straight-through
+        recon = F.mse_loss(x_hat, x, reduction="none").sum(1).mean()
+        vq = sum(F.mse_loss(e, r.detach(), reduction="none").sum(1).mean()
+                 + self.config.beta * F.mse_loss(r, e.detach(), reduction="none").sum(1).mean()
+                 for r, e in zip(residuals, chosen))
+        loss = recon + vq
+        uni = torch.zeros((), device=self.device)
+        if self.config.uniformity_weight > 0:
+            uni = self.uniformity_loss()
+            loss = loss + self.config.uniformity_weight * uni
+        if self.config.balance:
+            self._update_bias(codes)
+        for name, v in (("loss", loss), ("recon", recon), ("vq", vq), ("uniformity", uni)):
+            self._epoch.setdefault(name, []).append(float(v.detach()))
+        return loss
+
+    @torch.no_grad()
+    def _update_bias(self, codes: torch.Tensor) -> None:
+        k = self.config.codebook_size
+        for level in range(self.config.levels):
+            counts = torch.bincount(codes[:, level], minlength=k).float()
+            self.bias[level] += self.config.bias_step * torch.sign(counts - counts.mean())
+        self.bias.clamp_(-self.config.bias_bound, self.config.bias_bound)
+
+    def on_train_epoch_end(self) -> None:
+        row = {name: float(np.mean(v)) for name, v in self._epoch.items()}
+        row["epoch"] = self.current_epoch
+        self.history.append(row)
+        self._epoch = {}
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+
+class RQVAE:
+    """TIGER's RQ-VAE, trained with Lightning; with a CoBa config it is CoBa."""
+
+    name = "RQ-VAE"
+
+    def __init__(self, config: QuantizerConfig | None = None, **trainer_kwargs):
+        self.config = config or QuantizerConfig()
+        self.trainer_kwargs = trainer_kwargs
+        self.module: RQVAEModule | None = None
+        self.inputs: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, train_sequences: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.inputs = _prepare(x, c, train_sequences)
+        data = torch.as_tensor(self.inputs)
+        self.module = RQVAEModule(data.shape[1], c)
+        self.module.init_codebooks(data)
+        loader = DataLoader(TensorDataset(data), batch_size=c.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(c.seed))
+        options = dict(max_epochs=c.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False, accelerator="cpu", devices=1)
+        options.update(self.trainer_kwargs)
+        quiet_lightning()
+        L.Trainer(**options).fit(self.module, loader)
+        return self.encode(self.inputs)
+
+    @torch.no_grad()
+    def encode(self, inputs: np.ndarray) -> np.ndarray:
+        """Codes (N, L) of already-prepared inputs (H_align for CoBa)."""
+        self.module.eval()
+        return self.module.cpu()(torch.as_tensor(inputs)).numpy().astype(np.int64)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.module.history if self.module is not None else []
+
+    def settings(self) -> dict:
+        return {"quantizer": self.name, **self.config.settings()}
+
+
+class CoBa(RQVAE):
+    """S²GR's Collaborative and Balanced RQ-VAE (defaults from ``coba_config``)."""
+
+    name = "CoBa"
+
+    def __init__(self, config: QuantizerConfig | None = None, **trainer_kwargs):
+        super().__init__(config or coba_config(), **trainer_kwargs)

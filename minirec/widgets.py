@@ -1,0 +1,63 @@
+"""Interactive explorers for the notebooks (ipywidgets), built on plain functions that
+tests can call without a browser."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+
+from .data import SequenceDataset
+
+
+def parse_prefix(text: str) -> tuple[int, ...]:
+    """'12' or '12-3' or '12, 3' -> (12,) or (12, 3); empty text is the empty prefix."""
+    parts = [p for p in text.replace(",", "-").replace(" ", "").split("-") if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"a SID prefix is numbers separated by '-', e.g. 12-3; got {text!r}") from None
+
+
+def prefix_items(table, dataset: SequenceDataset, prefix: tuple[int, ...], limit: int = 30) -> pd.DataFrame:
+    """Items whose SID starts with ``prefix``: SID, title, genres."""
+    if len(prefix) > table.codes.shape[1]:
+        raise ValueError(f"prefix {prefix} is longer than the SIDs ({table.codes.shape[1]} codes)")
+    match = (table.codes[:, :len(prefix)] == list(prefix)).all(axis=1) if prefix else slice(None)
+    items = dataset.items.index.to_numpy()[match]
+    return pd.DataFrame({"sid": ["-".join(map(str, table.codes[i])) for i in items],
+                         "title": dataset.items["title"].to_numpy()[items],
+                         "genres": [", ".join(g) for g in dataset.items["genres"].to_numpy()[items]]}).head(limit)
+
+
+def prefix_genres(table, dataset: SequenceDataset, prefix: tuple[int, ...], top: int = 5) -> list[tuple[str, int]]:
+    """The most common genres among a prefix's items."""
+    match = (table.codes[:, :len(prefix)] == list(prefix)).all(axis=1)
+    return Counter(g for gs in dataset.items["genres"][match] for g in gs).most_common(top)
+
+
+def sid_explorer(tables: dict, dataset: SequenceDataset):
+    """Pick a quantiser and type a code prefix; see its items and their genres."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    which = w.Dropdown(options=list(tables), description="quantiser")
+    prefix = w.Text(value="0", description="prefix", placeholder="e.g. 3 or 3-17")
+    out = w.Output()
+
+    def show(_=None):
+        out.clear_output()
+        with out:
+            try:
+                p = parse_prefix(prefix.value)
+                table = tables[which.value]
+                frame = prefix_items(table, dataset, p)
+                n = int((table.codes[:, :len(p)] == list(p)).all(axis=1).sum()) if p else table.n_items
+                print(f"{n} items with prefix {p}; top genres: {prefix_genres(table, dataset, p)}")
+                display(frame)
+            except ValueError as err:
+                print(err)
+
+    which.observe(show, names="value")
+    prefix.observe(show, names="value")
+    show()
+    return w.VBox([w.HBox([which, prefix]), out])

@@ -1,0 +1,79 @@
+"""Quantisers, de-duplication, SID table persistence and health."""
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from minirec.data import leave_one_out
+from minirec.quantizers import CoBa, QuantizerConfig, RQKMeans, RQVAE, coba_config
+from minirec.semantic_ids import (SIDMismatchError, SIDTable, build_sid_table, codebook_health, deduplicate,
+                                  level_health)
+from minirec.synthetic import make_synthetic, planted_embeddings
+
+SMALL = dict(levels=2, codebook_size=4, hidden=(64,), latent_dim=8, epochs=60, batch_size=64)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RQKMeans(QuantizerConfig(**SMALL)),
+    lambda: RQVAE(QuantizerConfig(**SMALL)),
+    lambda: CoBa(coba_config(**SMALL)),
+], ids=["RQ-KMeans", "RQ-VAE", "CoBa"])
+def test_quantizers_recover_planted_categories(make, synthetic):
+    x = planted_embeddings(synthetic)
+    codes = make().fit(x, leave_one_out(synthetic).train)
+    top = synthetic.items["top"].to_numpy()
+    assert codes.shape == (synthetic.n_items, 2)
+    ari = adjusted_rand_score(top, codes[:, 0])
+    chance = np.mean([adjusted_rand_score(top, np.random.default_rng(s).permutation(codes[:, 0])) for s in range(5)])
+    assert ari > 0.5 and ari > chance + 0.4, (ari, chance)
+
+
+def test_balancing_bias_lowers_imbalance():
+    rng = np.random.default_rng(0)
+    # one dense blob holding 80% of the items and a few small ones: plain selection piles onto few codes
+    x = np.concatenate([rng.normal(0, 0.3, (400, 16)), rng.normal(3, 1.0, (100, 16))]).astype(np.float32)
+    cfg = dict(levels=1, codebook_size=16, hidden=(32,), latent_dim=8, epochs=40, batch_size=100, graph=None,
+               uniformity_weight=0.0)
+    plain = CoBa(coba_config(balance=False, **cfg)).fit(x)
+    balanced = CoBa(coba_config(balance=True, bias_step=0.02, **cfg)).fit(x)
+    h_plain, h_bal = level_health(plain, 16)[0], level_health(balanced, 16)[0]
+    assert h_bal["perplexity"] > h_plain["perplexity"] and h_bal["max_share"] < h_plain["max_share"]
+
+
+def test_deduplicate_makes_every_sid_unique():
+    codes = np.array([[1, 2], [1, 2], [0, 0], [1, 2], [0, 1]])
+    d = deduplicate(codes)
+    np.testing.assert_array_equal(d[:, -1], [0, 1, 0, 2, 0])          # item order decides within a bucket
+    assert len(np.unique(d, axis=0)) == len(codes)
+    big = np.random.default_rng(0).integers(0, 3, (500, 2))
+    assert len(np.unique(deduplicate(big), axis=0)) == 500
+
+
+def test_save_load_roundtrip_and_mismatch(tmp_path, synthetic):
+    x = planted_embeddings(synthetic)
+    q = RQKMeans(QuantizerConfig(levels=2, codebook_size=4))
+    path = tmp_path / "sids.npz"
+    table = build_sid_table(q, x, synthetic, cache=path, encoder="planted")
+    again = SIDTable.load(path, expected=dict(q.settings(), encoder="planted"), dataset=synthetic)
+    np.testing.assert_array_equal(table.codes, again.codes)
+    assert again.item_of(table.sid(5)) == 5
+    with pytest.raises(SIDMismatchError, match="codebook_size"):
+        SIDTable.load(path, expected=dict(q.settings(), codebook_size=8))
+    other = make_synthetic(n_top=3, seed=1)
+    with pytest.raises(SIDMismatchError, match="catalogue"):
+        SIDTable.load(path, dataset=other)
+    with pytest.raises(KeyError, match="belongs to no catalogue item"):
+        table.item_of((9, 9, 9))
+    # a cached table is reused only when made the same way
+    cached = build_sid_table(q, x, synthetic, cache=path, encoder="planted")
+    np.testing.assert_array_equal(cached.codes, table.codes)
+
+
+def test_health_numbers(synthetic):
+    codes = np.stack([synthetic.items["top"].to_numpy(), np.zeros(synthetic.n_items, dtype=int)], axis=1)
+    table = SIDTable.from_codes(codes, 4, {"quantizer": "planted"}, synthetic)
+    h = codebook_health(table, synthetic, leave_one_out(synthetic).train)
+    assert h["utilisation_L1"] == 1.0 and h["perplexity_L1"] == pytest.approx(4.0, rel=0.05)
+    assert h["utilisation_L2"] == 0.25 and h["dead_codes_L2"] == 3
+    assert h["collision_rate"] == 1.0 and h["largest_bucket"] == synthetic.n_items // 4
+    assert h["genre_purity_L1"] == 1.0 and h["genre_purity_L1_random"] < 0.6
+    assert h["sharing_lift"] > 2.5
