@@ -122,10 +122,14 @@ def primary_genres(dataset: SequenceDataset, top: int = 8) -> np.ndarray:
 def scatter_by_label(ax, coords: np.ndarray, labels: np.ndarray, title: str, legend: bool = True, s: float = 6):
     """Points coloured by a categorical label."""
     names = list(dict.fromkeys(sorted(labels, key=str)))
-    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
-    for i, name in enumerate(names):
+    if len(names) <= 20:
+        cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+        colours = [cmap(i) for i in range(len(names))]
+    else:  # many codes: spread them over a continuous map
+        colours = plt.get_cmap("nipy_spectral")(np.linspace(0.02, 0.98, len(names)))
+    for name, colour in zip(names, colours):
         keep = labels == name
-        ax.scatter(coords[keep, 0], coords[keep, 1], s=s, color=cmap(i % cmap.N), label=str(name), alpha=0.8)
+        ax.scatter(coords[keep, 0], coords[keep, 1], s=s, color=colour, label=str(name), alpha=0.8)
     ax.set(title=title, xticks=[], yticks=[])
     if legend and len(names) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
@@ -165,7 +169,8 @@ def code_heatmaps(tables: dict):
 
 def cluster_hierarchy(coords: np.ndarray, codes: np.ndarray, zoom: tuple[int, ...] = (), title: str = ""):
     """UMAP coloured by first-level code, then panels showing level-2 codes inside chosen level-1 codes."""
-    zoom = zoom or tuple(np.argsort(-np.bincount(codes[:, 0]))[:2])
+    counts = np.bincount(codes[:, 0])
+    zoom = zoom or tuple(c for c in np.argsort(-counts, kind="stable")[:2] if counts[c] > 0)
     fig, axes = plt.subplots(1, 1 + len(zoom), figsize=(5 * (1 + len(zoom)), 4.5), squeeze=False)
     scatter_by_label(axes[0][0], coords, codes[:, 0], title or "level-1 codes", legend=False)
     for ax, c1 in zip(axes[0][1:], zoom):

@@ -14,9 +14,10 @@ with ``codes`` of shape (n_items, levels):
   * collaborative input: x is replaced by H_align, the text embeddings propagated over
     the training co-occurrence graph (``minirec.graph``);
   * auxiliary-loss-free load balancing: selection uses d'(r, e_j) = ||r - e_j||² + b_j s,
-    where s is the level's mean squared distance (so b is unit-free) and after each step
-    b_j moves by ``bias_step`` up if code j was used more than average, down if less,
-    clipped to ±``bias_bound``;
+    where s is the level's mean quantisation error min_j ||r - e_j||² (so b is unit-free);
+    after each step b_j moves up if code j was used more than average and down if less,
+    by ``bias_step`` x (load_j / mean load - 1) clipped to ±1 (a bounded step), and b is
+    clipped to ±``bias_bound`` (a bounded magnitude);
   * uniformity: Σ_{j≠k} max(0, δ - ||e_j - e_k||)² over codewords of a level, with δ a
     fraction ``uniformity_margin`` of the level's mean codeword distance.
 """
@@ -160,8 +161,8 @@ class RQVAEModule(L.LightningModule):
         for level in range(self.config.levels):
             book = self.codebooks[level]                                            # (K, D)
             dist = torch.cdist(residual, book).pow(2)                               # (B, K)
-            if self.config.balance:
-                dist = dist + self.bias[level] * dist.mean().detach()
+            if self.config.balance:   # bias in units of the level's typical quantisation error
+                dist = dist + self.bias[level] * dist.min(dim=1).values.mean().detach()
             idx = dist.argmin(dim=1)                                                # (B,)
             e = book[idx]                                                           # (B, D)
             codes.append(idx)
@@ -211,7 +212,8 @@ class RQVAEModule(L.LightningModule):
         k = self.config.codebook_size
         for level in range(self.config.levels):
             counts = torch.bincount(codes[:, level], minlength=k).float()
-            self.bias[level] += self.config.bias_step * torch.sign(counts - counts.mean())
+            load = counts / counts.mean() - 1.0                  # > 0: used more than average
+            self.bias[level] += self.config.bias_step * load.clamp(-1.0, 1.0)
         self.bias.clamp_(-self.config.bias_bound, self.config.bias_bound)
 
     def on_train_epoch_end(self) -> None:

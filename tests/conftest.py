@@ -17,3 +17,10 @@ def ml100k():
 def synthetic():
     from minirec.synthetic import make_synthetic
     return make_synthetic(seed=0)
+
+
+@pytest.fixture(scope="session")
+def ml100k_text(ml100k):
+    """Real all-MiniLM-L6-v2 embeddings of the MovieLens catalogue (cached under data/cache)."""
+    from minirec.embeddings import item_embeddings
+    return item_embeddings(ml100k, verbose=False)
