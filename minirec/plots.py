@@ -184,3 +184,27 @@ def cluster_hierarchy(coords: np.ndarray, codes: np.ndarray, zoom: tuple[int, ..
 def quantizer_curves(histories: dict[str, list[dict]], metrics: tuple[str, ...] = ("recon", "vq", "uniformity")):
     """Training losses per epoch of trained quantisers."""
     return learning_curves(histories, metrics)
+
+
+def beam_tree(trace: list, title: str = "", finals: list[str] | None = None, top: int = 8):
+    """How the beams expand the trie, depth by depth: each dot is a kept prefix, lines join parents to children."""
+    depth = len(trace)
+    fig, ax = plt.subplots(figsize=(2.6 * depth + 3, 0.45 * top + 1.5))
+    alive = [i for i, (_, _, s) in enumerate(trace[-1][:top]) if np.isfinite(s)]
+    keep = [set(alive)]                                   # beams of the last depth worth drawing
+    for d in range(depth - 1, 0, -1):
+        keep.insert(0, {trace[d][i][0] for i in keep[0]})
+    for d in range(depth):
+        for i in sorted(keep[d]):
+            parent, code, score = trace[d][i]
+            ax.scatter(d, -i, color="tab:blue", zorder=3)
+            ax.annotate(f"{code}  ({score:.1f})", (d, -i), textcoords="offset points", xytext=(6, 3), fontsize=7)
+            if d > 0:
+                ax.plot([d - 1, d], [-parent, -i], color="grey", lw=0.8, zorder=1)
+    if finals:
+        for i in sorted(keep[-1]):
+            ax.annotate(finals[i], (depth - 1, -i), textcoords="offset points", xytext=(70, -3), fontsize=7, color="darkred")
+    ax.set(xticks=range(depth), xticklabels=[f"level {d + 1}" for d in range(depth)], yticks=[],
+           title=title or "constrained beam search: kept prefixes (code, cumulative log-prob)", xlim=(-0.3, depth + 1.5))
+    fig.tight_layout()
+    return fig

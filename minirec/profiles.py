@@ -27,6 +27,14 @@ class Profile:
     n_boot: int                    # bootstrap resamples for paired confidence intervals
     quantizer_epochs: int = 300    # RQ-VAE / CoBa training epochs over the catalogue
     umap_epochs: int | None = None  # UMAP optimisation epochs (None = UMAP's default)
+    backbone: str = "tiny"         # Qwen3 preset (tiny | small) or a checkpoint folder / hub id
+    gen_max_items: int = 20        # items per prompt / training window of the generative models
+    gen_beam_width: int = 20       # beams per user (>= 20, the largest K)
+    gen_batch_size: int = 64       # training windows per step of the generative models
+    gen_lr: float = 2e-3           # peak learning rate of the generative models
+    gen_max_epochs: int = 60       # upper bound; early stopping on validation NDCG@10
+    gen_patience: int = 5
+    bench_users: int = 256         # users timed by the beam-search benchmark
     accelerator: str = "cpu"       # Lightning Trainer pass-through
     devices: int | str = 1
     precision: str = "32-true"
@@ -47,12 +55,14 @@ _SASREC_GRID = (
 PROFILES = {
     "smoke": Profile("smoke", max_users=80, max_epochs=2, patience=1, seeds=(0,), batch_size=64,
                      sasrec_grid=(dict(hidden=32, n_layers=1, dropout=0.2, lr=1e-3),), n_boot=200,
-                     quantizer_epochs=3, umap_epochs=10),
+                     quantizer_epochs=3, umap_epochs=10, gen_max_items=5, gen_batch_size=64, gen_max_epochs=1,
+                     gen_patience=1, bench_users=16),
     "cpu": Profile("cpu", max_users=None, max_epochs=200, patience=10, seeds=(0, 1, 2), batch_size=128,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, progress_bar=False),
     "gpu": Profile("gpu", max_users=None, max_epochs=300, patience=20, seeds=(0, 1, 2), batch_size=256,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, accelerator="gpu", precision="bf16-mixed",
-                   progress_bar=True),
+                   progress_bar=True, backbone="small", gen_max_items=50, gen_batch_size=128, gen_max_epochs=100,
+                   gen_patience=10),
 }
 
 

@@ -215,3 +215,10 @@ def build_sid_table(quantizer, x: np.ndarray, dataset: SequenceDataset, train_se
     if cache is not None:
         table.save(cache)
     return table
+
+
+def shuffled_sid_table(table: SIDTable, dataset: SequenceDataset, seed: int = 0) -> SIDTable:
+    """The same SIDs dealt to items at random: same shape and code usage, no meaning (an ablation)."""
+    perm = np.random.default_rng(seed).permutation(table.n_items)
+    settings = dict(table.settings, shuffled_seed=seed)
+    return SIDTable(table.codes[perm].copy(), table.codebook_size, settings)

@@ -127,7 +127,7 @@ class CurveRecorder(L.Callback):
 
 @dataclass
 class FitResult:
-    module: RankingModule                      # the best checkpoint, reloaded
+    module: RankingModule                      # the trained module, with the best checkpoint's weights
     curves: list[dict] = field(default_factory=list)
     best_val_ndcg10: float = float("nan")
     epochs: int = 0
@@ -155,9 +155,10 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
-    best = type(module).load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
-    best.eval()
-    return FitResult(best, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)             # back to the best epoch, in place
+    module.eval()
+    return FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
                      seconds, checkpoint.best_model_path)
 
 

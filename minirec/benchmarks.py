@@ -1,0 +1,115 @@
+"""Speed and validity benchmarks that the notebooks run and record (never timed tests).
+
+- ``beam_search_benchmark``: users/s of the batched, cached, vectorised-trie search against
+  the per-user, per-beam loop (``naive_beam_search``) on the same users, whether both return
+  the same items, and how much of the batched search's wall time is spent in model forwards.
+- ``training_throughput``: tokens/s of the Lightning training loop against a bare
+  forward/backward/step loop over the very same batches.
+- ``invalid_rate``: share of returned recommendations that are not catalogue items.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import lightning as L
+import numpy as np
+import torch
+
+from .beam_search import _plain_step, constrained_beam_search, naive_beam_search
+from .data import EvalStage, pad_left
+from .training import quiet_lightning
+
+
+def invalid_rate(items: torch.Tensor, n_items: int) -> float:
+    """Share of recommended entries that are not a catalogue item (-1 = no item, also invalid)."""
+    items = torch.as_tensor(items)
+    return float(((items < 0) | (items >= n_items)).float().mean())
+
+
+@torch.no_grad()
+def beam_search_benchmark(module, stage: EvalStage, n_users: int = 256, n_naive: int = 8, k: int = 10,
+                          batch_size: int = 128) -> dict:
+    """Batched search vs the per-user loop; forward share of the batched search's time."""
+    module.eval()
+    histories = stage.inputs(module.config.max_items)[:n_users]
+    forward_seconds = [0.0]
+
+    def timed_step(*args):
+        start = time.perf_counter()
+        out = _plain_step(*args)
+        forward_seconds[0] += time.perf_counter() - start
+        return out
+
+    start = time.perf_counter()
+    batched = []
+    for lo in range(0, len(histories), batch_size):
+        x = torch.as_tensor(pad_left(histories[lo:lo + batch_size]))
+        input_ids, mask, _ = module.encode_histories(x)
+        items, _ = constrained_beam_search(module.model, module.vocab, module.trie, input_ids, mask,
+                                           module.config.beam_width, k, step_fn=timed_step)
+        batched.append(items)
+    batched_seconds = time.perf_counter() - start
+    batched = torch.cat(batched)
+    start = time.perf_counter()
+    same = 0
+    for u in range(n_naive):
+        input_ids, mask, _ = module.encode_histories(torch.as_tensor(histories[u])[None])
+        items, _ = naive_beam_search(module.model, module.vocab, module.sid_table.codes, input_ids[0][mask[0] > 0],
+                                     module.config.beam_width, k)
+        same += items == batched[u].tolist()
+    naive_seconds = time.perf_counter() - start
+    batched_rate, naive_rate = len(histories) / batched_seconds, n_naive / naive_seconds
+    return {"batched_users_per_s": batched_rate, "naive_users_per_s": naive_rate,
+            "speedup": batched_rate / naive_rate, "identical_results": same / n_naive,
+            "wall_over_forward": batched_seconds / forward_seconds[0],
+            "invalid_rate": invalid_rate(batched, module.sid_table.n_items)}
+
+
+def _tokens(module, batch) -> int:
+    inputs, targets = batch
+    return int((torch.cat([inputs, targets[:, -1:]], dim=1) >= 0).sum()) * module.tokens_per_item
+
+
+def training_throughput(module, datamodule, steps: int = 30, warmup: int = 3) -> dict:
+    """Tokens/s of Lightning's loop and of a bare loop on the same batches (copies of the module)."""
+    quiet_lightning()
+    loader = datamodule.train_dataloader()
+    batches = [b for _, b in zip(range(steps + warmup), loader)]
+    tokens = sum(_tokens(module, b) for b in batches[warmup:])
+
+    bare = copy.deepcopy(module).train()
+    optimizer = bare.configure_optimizers()["optimizer"]
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = bare.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    bare_seconds = time.perf_counter() - start
+
+    lit = copy.deepcopy(module).train()
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(max_steps=len(batches), accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(lit, train_dataloaders=batches)
+    lightning_seconds = timer.seconds
+    return {"bare_tokens_per_s": tokens / bare_seconds, "lightning_tokens_per_s": tokens / lightning_seconds,
+            "lightning_over_bare": (tokens / lightning_seconds) / (tokens / bare_seconds)}
+
+
+class _StepTimer(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.seconds = warmup, None, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,154 @@
+"""Generative retrieval on a Qwen3 backbone: TIGER-mini (METHOD.md §4).
+
+A user's history becomes a token sequence ``<bos> sid(i_1) sid(i_2) ... sid(i_T)`` where
+``sid(i)`` is the item's L+1 SID tokens. The model learns next-token prediction on every
+SID token (the first item of a window, which has no context, is not a target), and
+recommends by trie-constrained beam search over the next item's SID (``beam_search``).
+
+``GenerativeRecommender`` is a ``RankingModule``: its validation step runs the full
+protocol through beam search, so early stopping watches validation NDCG@10 exactly as for
+SASRec, and ``training.fit`` / ``train_seeds`` work unchanged. ``save_pretrained`` /
+``from_pretrained`` keep the backbone, the tokeniser and the SID table together; loading
+with a different SID table is an error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .artifacts import write_json
+from .backbone import SIDVocabulary, SIDVocabularyError, load_backbone
+from .beam_search import SIDTrie, constrained_beam_search
+from .semantic_ids import SIDTable
+from .training import RankingModule
+
+
+@dataclass
+class GenRecConfig:
+    backbone: str = "tiny"              # preset name (tiny | small) or a Qwen3 checkpoint folder / hub id
+    max_items: int = 20                 # history items in a prompt and in a training window
+    beam_width: int = 20                # beams kept per user (>= the largest K evaluated)
+    lr: float = 2e-3                    # AdamW learning rate (peak, after warm-up)
+    weight_decay: float = 0.01
+    warmup_steps: int = 200             # linear warm-up, then cosine decay to 10% over max_steps
+    max_steps: int = 20_000             # horizon of the cosine schedule
+    text_vocab_size: int = 1000         # BPE merges of the compact tokeniser (from-scratch presets)
+    backbone_overrides: dict = field(default_factory=dict)   # Qwen3Config fields to change in a preset
+
+
+class GenerativeRecommender(RankingModule):
+    """TIGER-style generative recommender on a Qwen3 causal LM."""
+
+    def __init__(self, config: GenRecConfig, sid_table: SIDTable, texts: Sequence[str] = (),
+                 model=None, tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.sid_table = sid_table
+        sizes = sid_table.level_sizes()
+        if model is None:
+            model, tokenizer, vocab = load_backbone(config.backbone, sizes, texts, config.text_vocab_size,
+                                                    **config.backbone_overrides)
+        else:
+            vocab = SIDVocabulary.from_tokenizer(tokenizer, sizes)
+        self.model, self.tokenizer, self.vocab = model, tokenizer, vocab
+        self.register_buffer("item_tokens", vocab.encode_items(torch.as_tensor(sid_table.codes)), persistent=False)
+        self.trie = SIDTrie(sid_table.codes, sizes)
+        self.val_beam = max(config.beam_width, self.val_k)
+
+    # ------------------------------------------------------------------ sequences
+    @property
+    def tokens_per_item(self) -> int:
+        return self.vocab.depth
+
+    def encode_histories(self, items: torch.Tensor, with_labels: bool = False):
+        """(B, T) item indices left-padded with -1 -> input_ids, attention_mask, position_ids (, labels).
+
+        Layout: ``<bos>`` then pads then the items' SID tokens, so every prompt ends with its
+        last item and positions count only real tokens.
+        """
+        items = items.to(self.item_tokens.device)
+        B, T = items.shape
+        P = self.tokens_per_item
+        real = items >= 0                                                          # (B, T)
+        tokens = self.item_tokens[items.clamp(min=0)]                              # (B, T, P)
+        tokens = torch.where(real[:, :, None], tokens, torch.full_like(tokens, self.vocab.pad_token))
+        bos = torch.full((B, 1), self.vocab.bos_token, dtype=torch.long, device=items.device)
+        input_ids = torch.cat([bos, tokens.reshape(B, T * P)], dim=1)              # (B, 1 + T*P)
+        mask = torch.cat([torch.ones_like(bos), real.repeat_interleave(P, dim=1).long()], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if not with_labels:
+            return input_ids, mask, positions
+        first = real & (real.long().cumsum(1) == 1)                                # the context-free first item
+        target = (real & ~first).repeat_interleave(P, dim=1)
+        labels = torch.where(target, input_ids[:, 1:], torch.full_like(input_ids[:, 1:], -100))
+        labels = torch.cat([torch.full_like(bos, -100), labels], dim=1)
+        return input_ids, mask, positions, labels
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch) -> torch.Tensor:
+        """Next-token cross-entropy on the SID tokens of a batch of item windows."""
+        inputs, targets = batch                                                    # from SequenceDataModule
+        window = torch.cat([inputs, targets[:, -1:]], dim=1)                       # (B, T+1) items
+        input_ids, mask, positions, labels = self.encode_histories(window, with_labels=True)
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, labels=labels).loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        warm, horizon = self.config.warmup_steps, self.config.max_steps
+
+        def schedule(step):
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, horizon - warm))
+            return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}
+
+    # ------------------------------------------------------------------ recommending
+    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None):
+        """Top-k items and scores for (B, T) histories (item indices, -1 padded)."""
+        self.trie.to(self.item_tokens.device)
+        input_ids, mask, _ = self.encode_histories(inputs[:, -self.config.max_items:])
+        exclude = None if exclude is None else exclude.to(self.item_tokens.device)
+        return constrained_beam_search(self.model, self.vocab, self.trie, input_ids, mask,
+                                       beam_width or max(self.config.beam_width, k), k, exclude)
+
+    def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
+        return self.beam_search(inputs, exclude, k, max(self.val_beam, k))[0]
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Backbone + tokeniser (transformers format), SID table and minirec config in one folder."""
+        folder = Path(folder)
+        self.model.save_pretrained(folder / "backbone")
+        self.tokenizer.save_pretrained(folder / "backbone")
+        self.sid_table.save(folder / "sid_table.npz")
+        write_json(folder / "minirec.json", {"config": asdict(self.config), "kind": type(self).__name__})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, sid_table: SIDTable | None = None) -> "GenerativeRecommender":
+        """Load a saved recommender; ``sid_table`` (if given) must be the one it was trained with."""
+        folder = Path(folder)
+        saved = SIDTable.load(folder / "sid_table.npz")
+        if sid_table is not None and (sid_table.codes.shape != saved.codes.shape
+                                      or not np.array_equal(sid_table.codes, saved.codes)):
+            raise SIDVocabularyError(f"{folder} was trained with another SID table ({saved.codes.shape[0]} items, "
+                                     f"level sizes {saved.level_sizes()}) than the one given "
+                                     f"({sid_table.codes.shape[0]} items, level sizes {sid_table.level_sizes()})")
+        config = GenRecConfig(**json.loads((folder / "minirec.json").read_text())["config"])
+        tokenizer = AutoTokenizer.from_pretrained(folder / "backbone")
+        model = AutoModelForCausalLM.from_pretrained(folder / "backbone")
+        return cls(config, sid_table or saved, model=model, tokenizer=tokenizer)
