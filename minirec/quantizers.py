@@ -76,7 +76,7 @@ class QuantizerConfig:
 
 def coba_config(**overrides) -> QuantizerConfig:
     """CoBa's defaults: graph input, balancing bias and uniformity on."""
-    base = dict(balance=True, uniformity_weight=0.1, graph=GraphConfig())
+    base = dict(balance=True, uniformity_weight=0.5, graph=GraphConfig())
     base.update(overrides)
     return QuantizerConfig(**base)
 

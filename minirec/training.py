@@ -169,6 +169,11 @@ class SeedRuns:
     fits: list[FitResult]
     per_seed: dict[str, list[float]]         # metric -> one mean per seed
     per_user: dict[str, np.ndarray]          # metric -> per-user value averaged over seeds
+    per_user_by_seed: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def per_user_of(self, seeds) -> dict[str, np.ndarray]:
+        """Per-user metrics averaged over the given seeds only (for like-for-like comparisons)."""
+        return {m: np.mean([self.per_user_by_seed[s][m] for s in seeds], axis=0) for m in self.per_user}
 
 
 def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneOutSplit, profile: Profile,
@@ -182,7 +187,7 @@ def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneO
     from .metrics import evaluate
     from .profiles import seed_everything
 
-    fits, per_seed, per_user = [], {}, {}
+    fits, per_seed, per_user, by_seed = [], {}, {}, {}
     for seed in seeds if seeds is not None else profile.seeds:
         if reuse and seed in reuse:
             result = reuse[seed]
@@ -191,11 +196,12 @@ def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneO
             datamodule.seed = seed
             result = fit(make_module(), datamodule, profile, f"{run_name}/seed{seed}", **fit_kwargs)
         scores = evaluate(result.module, split.test)
+        by_seed[seed] = scores
         for name, values in scores.items():
             per_seed.setdefault(name, []).append(float(values.mean()))
             per_user.setdefault(name, []).append(values)
         fits.append(result)
-    return SeedRuns(fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()})
+    return SeedRuns(fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()}, by_seed)
 
 
 def select_on_validation(grid: tuple[dict, ...], make_module, datamodule: L.LightningDataModule,
