@@ -75,7 +75,8 @@ class SIDTrie:
         return counts
 
 
-def _prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, so left padding does not shift them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -96,7 +97,7 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
     B, device = input_ids.shape[0], input_ids.device
     W = beam_width
     open_counts = trie.open_counts(exclude, B)
-    positions = _prompt_positions(attention_mask)
+    positions = positions_from_mask(attention_mask)
     logits, cache = step_fn(model, input_ids, attention_mask, positions, None, 0)
     logp = F.log_softmax(logits[:, -1].float(), dim=-1)[:, vocab.level_slice(0)]      # (B, S0)
     child = trie.child[0][0].expand(B, -1)                                            # (B, S0)

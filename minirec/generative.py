@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .artifacts import write_json
 from .backbone import SIDVocabulary, SIDVocabularyError, load_backbone
-from .beam_search import SIDTrie, constrained_beam_search
+from .beam_search import SIDTrie, constrained_beam_search, positions_from_mask
 from .semantic_ids import SIDTable
 from .training import RankingModule
 
@@ -91,7 +91,7 @@ class GenerativeRecommender(RankingModule):
         bos = torch.full((B, 1), self.vocab.bos_token, dtype=torch.long, device=items.device)
         input_ids = torch.cat([bos, tokens.reshape(B, T * P)], dim=1)              # (B, 1 + T*P)
         mask = torch.cat([torch.ones_like(bos), real.repeat_interleave(P, dim=1).long()], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_from_mask(mask)
         if not with_labels:
             return input_ids, mask, positions
         first = real & (real.long().cumsum(1) == 1)                                # the context-free first item
