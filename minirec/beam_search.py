@@ -88,7 +88,9 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
     """Top-``k`` items (B, k) and their log-probabilities (B, k) for left-padded prompts (B, T).
 
     ``step_fn(model, input_ids, attention_mask, position_ids, cache, depth) -> (logits, cache)``
-    replaces the plain forward where a model inserts its own steps (S²GR's thinking steps).
+    replaces the plain forward where a model inserts its own steps (S²GR's thinking steps):
+    it may append extra positions to the cache (the search extends the mask and positions
+    by however many it added) and returns the logits that choose the code at ``depth``.
     ``trace``, if a list, receives per depth the first user's beams: (parent beam, code, score).
     """
     if beam_width < k:
@@ -114,13 +116,15 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
     if trace is not None:
         trace.append([(0, int(c), float(s)) for c, s in zip(codes[0], scores[0])])
     cache.batch_repeat_interleave(W)
-    mask = attention_mask.repeat_interleave(W, dim=0)                                    # (B*W, T)
-    last_pos = positions[:, -1].repeat_interleave(W)                                      # (B*W,)
+    mask, last_pos = _catch_up(cache, attention_mask, positions[:, -1])
+    mask = mask.repeat_interleave(W, dim=0)                                              # (B*W, T)
+    last_pos = last_pos.repeat_interleave(W)                                              # (B*W,)
     for d in range(1, trie.depth):
         token = codes.reshape(-1, 1) + vocab.offsets[d - 1]                              # (B*W, 1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         last_pos = last_pos + 1
         logits, cache = step_fn(model, token, mask, last_pos[:, None], cache, d)
+        mask, last_pos = _catch_up(cache, mask, last_pos)
         logp = F.log_softmax(logits[:, -1].float(), dim=-1)[:, vocab.level_slice(d)]   # (B*W, S)
         S = logp.shape[1]
         child = trie.child[d][prefix.reshape(-1)]                                       # (B*W, S)
@@ -140,6 +144,15 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
     items = trie.leaf_item[prefix]                                                      # (B, W)
     items = torch.where(torch.isfinite(scores), items, torch.full_like(items, -1))
     return items[:, :k], scores[:, :k]
+
+
+def _catch_up(cache, mask: torch.Tensor, last_pos: torch.Tensor):
+    """Extend the mask and last position over positions a step function added to the cache."""
+    extra = cache.get_seq_length() - mask.shape[1]
+    if extra > 0:
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1]).expand(-1, extra)], dim=1)
+        last_pos = last_pos + extra
+    return mask, last_pos
 
 
 def _plain_step(model, input_ids, attention_mask, position_ids, cache, depth):

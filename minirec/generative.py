@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .artifacts import write_json
+from .artifacts import atomic_path, write_json
 from .backbone import SIDVocabulary, SIDVocabularyError, load_backbone
 from .beam_search import SIDTrie, constrained_beam_search, positions_from_mask
 from .semantic_ids import SIDTable
@@ -53,6 +53,8 @@ def set_attention_dropout(model, p: float) -> None:
 
 class GenerativeRecommender(RankingModule):
     """TIGER-style generative recommender on a Qwen3 causal LM."""
+
+    config_class = GenRecConfig
 
     def __init__(self, config: GenRecConfig, sid_table: SIDTable, texts: Sequence[str] = (),
                  model=None, tokenizer=None):
@@ -101,17 +103,27 @@ class GenerativeRecommender(RankingModule):
         return input_ids, mask, positions, labels
 
     # ------------------------------------------------------------------ training
+    @staticmethod
+    def window_of(batch) -> torch.Tensor:
+        """(B, T+1) items of a training window from a ``SequenceDataModule`` batch."""
+        inputs, targets = batch
+        return torch.cat([inputs, targets[:, -1:]], dim=1)
+
+    def loss_terms(self, batch) -> dict[str, torch.Tensor]:
+        """The training loss (``loss``) and its parts, for logging."""
+        input_ids, mask, positions, labels = self.encode_histories(self.window_of(batch), with_labels=True)
+        loss = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, labels=labels).loss
+        return {"loss": loss}
+
     def loss(self, batch) -> torch.Tensor:
         """Next-token cross-entropy on the SID tokens of a batch of item windows."""
-        inputs, targets = batch                                                    # from SequenceDataModule
-        window = torch.cat([inputs, targets[:, -1:]], dim=1)                       # (B, T+1) items
-        input_ids, mask, positions, labels = self.encode_histories(window, with_labels=True)
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, labels=labels).loss
+        return self.loss_terms(batch)["loss"]
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        terms = self.loss_terms(batch)
+        for name, value in terms.items():
+            self.log(f"train_{name}", value, on_step=False, on_epoch=True, prog_bar=name == "loss")
+        return terms["loss"]
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -138,6 +150,14 @@ class GenerativeRecommender(RankingModule):
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         return self.beam_search(inputs, exclude, k, max(self.val_beam, k))[0]
 
+    @torch.no_grad()
+    def level_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, P, V) logits at the positions that predict each SID token of ``targets``, teacher-forced."""
+        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1).to(self.item_tokens.device)
+        input_ids, mask, positions = self.encode_histories(window)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        return logits[:, -self.tokens_per_item - 1:-1]
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | Path) -> Path:
         """Backbone + tokeniser (transformers format), SID table and minirec config in one folder."""
@@ -145,6 +165,10 @@ class GenerativeRecommender(RankingModule):
         self.model.save_pretrained(folder / "backbone")
         self.tokenizer.save_pretrained(folder / "backbone")
         self.sid_table.save(folder / "sid_table.npz")
+        head = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        if head:                                   # parameters outside the backbone (S²GR's level vectors, ...)
+            with atomic_path(folder / "head.pt") as tmp:
+                torch.save(head, tmp)
         write_json(folder / "minirec.json", {"config": asdict(self.config), "kind": type(self).__name__})
         return folder
 
@@ -158,7 +182,40 @@ class GenerativeRecommender(RankingModule):
             raise SIDVocabularyError(f"{folder} was trained with another SID table ({saved.codes.shape[0]} items, "
                                      f"level sizes {saved.level_sizes()}) than the one given "
                                      f"({sid_table.codes.shape[0]} items, level sizes {sid_table.level_sizes()})")
-        config = GenRecConfig(**json.loads((folder / "minirec.json").read_text())["config"])
+        meta = json.loads((folder / "minirec.json").read_text())
+        if meta["kind"] != cls.__name__:
+            raise ValueError(f"{folder} holds a {meta['kind']}, not a {cls.__name__}; load it with {meta['kind']}")
+        config = cls.config_class(**meta["config"])
         tokenizer = AutoTokenizer.from_pretrained(folder / "backbone")
         model = AutoModelForCausalLM.from_pretrained(folder / "backbone")
-        return cls(config, sid_table or saved, model=model, tokenizer=tokenizer)
+        module = cls(config, sid_table or saved, model=model, tokenizer=tokenizer)
+        if (folder / "head.pt").exists():
+            module.load_state_dict(torch.load(folder / "head.pt", map_location="cpu"), strict=False)
+        return module
+
+
+def stage_batches(module: GenerativeRecommender, stage, batch_size: int):
+    from .data import pad_left
+    inputs = stage.inputs(module.config.max_items)
+    for lo in range(0, len(stage), batch_size):
+        x = torch.as_tensor(pad_left(inputs[lo:lo + batch_size]), device=module.item_tokens.device)
+        yield x, torch.as_tensor(stage.targets[lo:lo + batch_size], device=module.item_tokens.device)
+
+
+@torch.no_grad()
+def level_accuracy(module: GenerativeRecommender, stage, batch_size: int = 256) -> np.ndarray:
+    """Per SID position: how often the model's top code (within that level) is the target's, given the true prefix.
+
+    Teacher-forced, so each level is judged on its own; S²GR's claim is that thinking steps
+    balance these accuracies across levels.
+    """
+    module.eval()
+    vocab, hits, total = module.vocab, np.zeros(module.tokens_per_item), 0
+    for x, y in stage_batches(module, stage, batch_size):
+        logits = module.level_logits(x, y)                                            # (B, P, V)
+        truth = module.item_tokens[y]                                                 # (B, P)
+        for d in range(module.tokens_per_item):
+            pred = logits[:, d, vocab.level_slice(d)].argmax(-1) + vocab.offsets[d]
+            hits[d] += (pred == truth[:, d]).sum().item()
+        total += len(y)
+    return hits / total

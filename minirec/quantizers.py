@@ -122,6 +122,10 @@ class RQKMeans:
     def settings(self) -> dict:
         return {"quantizer": self.name, **self.config.settings()}
 
+    def codebooks(self) -> np.ndarray:
+        """(L, K, D) centroids of each level's k-means."""
+        return self.centres.copy()
+
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers = []
@@ -265,6 +269,10 @@ class RQVAE:
 
     def settings(self) -> dict:
         return {"quantizer": self.name, **self.config.settings()}
+
+    def codebooks(self) -> np.ndarray:
+        """(L, K, D) codeword vectors of the trained quantiser."""
+        return self.module.codebooks.detach().cpu().numpy().copy()
 
 
 class CoBa(RQVAE):

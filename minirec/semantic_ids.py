@@ -55,6 +55,7 @@ class SIDTable:
     codes: np.ndarray       # (n_items, L + 1): L semantic codes, then the de-duplication code
     codebook_size: int      # K, codes per semantic level
     settings: dict          # everything that made the table (quantiser config, encoder, catalogue)
+    codebooks: np.ndarray | None = None   # (L, K, D) codeword vectors, where the quantiser has them
 
     @property
     def levels(self) -> int:
@@ -86,14 +87,14 @@ class SIDTable:
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, codebook_size: int, settings: dict,
-                   dataset: SequenceDataset) -> "SIDTable":
+                   dataset: SequenceDataset, codebooks: np.ndarray | None = None) -> "SIDTable":
         if len(codes) != dataset.n_items:
             raise ValueError(f"{len(codes)} code rows for a catalogue of {dataset.n_items} items")
         if codes.min() < 0 or codes.max() >= codebook_size:
             raise ValueError(f"codes must lie in [0, {codebook_size})")
         settings = dict(settings, catalogue=catalogue_fingerprint(dataset), n_items=dataset.n_items,
                         dataset=dataset.name)
-        return cls(deduplicate(codes), codebook_size, settings)
+        return cls(deduplicate(codes), codebook_size, settings, codebooks)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -101,8 +102,9 @@ class SIDTable:
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
+                extra = {} if self.codebooks is None else {"codebooks": self.codebooks}
                 np.savez(f, codes=self.codes, codebook_size=self.codebook_size,
-                         settings=np.array(json.dumps(self.settings, sort_keys=True)))
+                         settings=np.array(json.dumps(self.settings, sort_keys=True)), **extra)
         return path
 
     @classmethod
@@ -110,7 +112,8 @@ class SIDTable:
              dataset: SequenceDataset | None = None) -> "SIDTable":
         """Load a table; ``expected`` settings and ``dataset`` must match what made it."""
         with np.load(Path(path)) as data:
-            table = cls(data["codes"], int(data["codebook_size"]), json.loads(str(data["settings"])))
+            table = cls(data["codes"], int(data["codebook_size"]), json.loads(str(data["settings"])),
+                        data["codebooks"] if "codebooks" in data else None)
         if dataset is not None:
             expected = dict(expected or {}, catalogue=catalogue_fingerprint(dataset), n_items=dataset.n_items)
         diffs = {k: (table.settings.get(k), v) for k, v in (expected or {}).items()
@@ -200,18 +203,21 @@ def build_sid_table(quantizer, x: np.ndarray, dataset: SequenceDataset, train_se
     """Fit ``quantizer`` on ``x`` and return its SID table, reusing ``cache`` when it was made the same way.
 
     ``settings`` (e.g. ``encoder=...``) are recorded beside the quantiser's own settings;
-    ``refit=True`` trains anyway and overwrites the cache.
+    ``refit=True`` trains anyway and overwrites the cache. A cached table saved without the
+    codebook vectors (older minirec) is rebuilt, since S²GR clusters the codewords.
     """
     wanted = dict(quantizer.settings(), **settings)
     if cache is not None and Path(cache).exists() and not refit:
         try:
             table = SIDTable.load(cache, expected=wanted, dataset=dataset)
-            print(f"Found SID table {Path(cache).name} made with the same settings, loading it")
-            return table
+            if table.codebooks is not None:
+                print(f"Found SID table {Path(cache).name} made with the same settings, loading it")
+                return table
+            print(f"SID table {Path(cache).name} has no codebook vectors (saved by an older minirec) -> rebuilding")
         except SIDMismatchError as err:
             print(f"{err}\n-> rebuilding")
     codes = quantizer.fit(x, train_sequences)
-    table = SIDTable.from_codes(codes, quantizer.config.codebook_size, wanted, dataset)
+    table = SIDTable.from_codes(codes, quantizer.config.codebook_size, wanted, dataset, quantizer.codebooks())
     if cache is not None:
         table.save(cache)
     return table
@@ -221,4 +227,4 @@ def shuffled_sid_table(table: SIDTable, dataset: SequenceDataset, seed: int = 0)
     """The same SIDs dealt to items at random: same shape and code usage, no meaning (an ablation)."""
     perm = np.random.default_rng(seed).permutation(table.n_items)
     settings = dict(table.settings, shuffled_seed=seed)
-    return SIDTable(table.codes[perm].copy(), table.codebook_size, settings)
+    return SIDTable(table.codes[perm].copy(), table.codebook_size, settings, table.codebooks)

@@ -1,0 +1,330 @@
+"""S²GR-mini: stepwise latent thinking before each SID code (METHOD.md §6).
+
+TIGER decodes an item as ``s1 s2 s3 s4`` (three semantic codes, then the de-duplication
+code). S²GR puts one *thinking step* before each semantic code::
+
+    <bos> history ... t1 s1 t2 s2 t3 s3 s4
+
+A thinking step is not a vocabulary token. Its input embedding is the backbone's own last
+hidden state at the previous position plus a learned level vector p_l (*latent feedback*);
+in the *pause* ablation it is p_l alone. The output hidden state at t_l predicts s_l, and
+an alignment loss ties it to the codebook: k-means groups each level's K codewords into
+Kc clusters with unit centres c_{l,k}, a projection W maps t_l into codebook space, and
+
+    L_align_l = -log softmax_k( cos(W t_l, c_{l,k}) / τ )[cluster of the target's code l]
+    L = L_rec + align_weight * Σ_l L_align_l
+
+Training exactly as inference computes it. Every item of a training window is a target,
+and each needs its own thinking steps, whose inputs are hidden states that exist only
+after the previous step ran. ``think_forward`` therefore runs:
+
+1. the plain history ``<bos> sid(i_1) ... sid(i_T)`` once, keeping its KV cache;
+2. one *thinking branch* per target item j, appended after the history: ``t1 s1 t2 s2 t3 s3``.
+   A 4-D attention mask lets branch j see the history tokens before item j and its own
+   earlier branch tokens, nothing else; its positions continue from item j-1, exactly the
+   positions those tokens get at inference.
+3. With latent feedback the branch stages run one after another (2L cached passes, each
+   over all branches at once), so every thinking input is the real hidden state. Pause
+   tokens do not depend on hidden states, so all stages go in one pass with the same mask.
+
+Inference runs the thinking steps inside every beam of the constrained beam search
+(``step_fn`` of ``beam_search.constrained_beam_search``): the beam width does not grow.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+
+from .beam_search import constrained_beam_search
+from .generative import GenerativeRecommender, GenRecConfig
+from .semantic_ids import SIDTable
+
+THINKING = ("latent", "pause")
+
+
+@dataclass
+class S2GRConfig(GenRecConfig):
+    thinking: str = "latent"        # latent: h_prev + p_l (S²GR) | pause: p_l alone (learnable pause tokens)
+    align_weight: float = 1.0       # weight of Σ_l L_align_l; 0 = the no-alignment ablation
+    n_clusters: int = 8             # Kc: clusters of each level's codewords
+    temperature: float = 0.1        # τ of the prototype contrast
+    think_targets: int | None = 6   # targets per training window that get thinking branches (None = all)
+    plain_weight: float = 1.0       # weight of TIGER's next-token loss on the plain history pass (all targets)
+    cluster_seed: int = 0
+
+
+def codeword_clusters(codebooks: np.ndarray, n_clusters: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means over each level's codewords: the cluster of every code (L, K) and centres (L, Kc, D)."""
+    codebooks = np.asarray(codebooks, dtype=np.float64)
+    levels, k, _ = codebooks.shape
+    if not 1 <= n_clusters <= k:
+        raise ValueError(f"n_clusters={n_clusters} must lie in [1, {k}] (the codes per level)")
+    assign, centres = [], []
+    for level in range(levels):
+        km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed + level).fit(codebooks[level])
+        assign.append(km.labels_)
+        centres.append(km.cluster_centers_)
+    return np.stack(assign).astype(np.int64), np.stack(centres).astype(np.float32)
+
+
+@dataclass
+class Branches:
+    """What ``think_forward`` computed for the target items of a batch of windows."""
+
+    stage_hidden: list[torch.Tensor]   # per stage t1, s1, t2, ..., sL: (B, n, H) last hidden states
+    tokens: torch.Tensor               # (B, n, P) the target items' SID tokens
+    valid: torch.Tensor                # (B, n) which branches are real targets
+    items: torch.Tensor                # (B, n) the target items
+    plain_logits: torch.Tensor | None  # (B, S0, V) plain-pass logits when asked for
+    attentions: list | None            # per stage: per layer (B, heads, n, keys) when asked for
+    plain_length: int                  # S0, tokens of the plain pass
+
+
+class S2GR(GenerativeRecommender):
+    """TIGER-mini with stepwise latent thinking before each semantic code."""
+
+    config_class = S2GRConfig
+
+    def __init__(self, config: S2GRConfig, sid_table: SIDTable, texts=(), model=None, tokenizer=None):
+        if config.thinking not in THINKING:
+            raise ValueError(f"thinking must be one of {THINKING}, not {config.thinking!r}")
+        if sid_table.codebooks is None:
+            raise ValueError("S²GR clusters the codebook vectors, and this SID table has none: "
+                             "rebuild it with semantic_ids.build_sid_table")
+        super().__init__(config, sid_table, texts, model, tokenizer)
+        hidden = self.model.config.hidden_size
+        self.levels = sid_table.levels
+        self.level_vectors = nn.Parameter(torch.randn(self.levels, hidden) * self.model.config.initializer_range)
+        assign, centres = codeword_clusters(sid_table.codebooks, config.n_clusters, config.cluster_seed)
+        self.register_buffer("code_cluster", torch.as_tensor(assign), persistent=False)            # (L, K)
+        self.register_buffer("centres", F.normalize(torch.as_tensor(centres), dim=-1), persistent=False)
+        self.project = nn.Linear(hidden, centres.shape[-1], bias=False)
+
+    @property
+    def n_stages(self) -> int:
+        """Branch inputs: t1 s1 t2 s2 ... tL sL (the de-dup code is predicted from sL, never fed)."""
+        return 2 * self.levels
+
+    def thinking_input(self, previous: torch.Tensor | None, level: int) -> torch.Tensor:
+        """Input embedding of t_{level+1}: previous hidden state + p_l, or p_l alone (pause)."""
+        p = self.level_vectors[level]
+        if self.config.thinking == "pause":
+            return p.expand(*previous.shape[:-1], -1) if previous is not None else p
+        return previous + p
+
+    # ------------------------------------------------------------------ teacher-forced branches
+    def _branch_bias(self, mask: torch.Tensor, before: torch.Tensor, dtype) -> torch.Tensor:
+        """(B, 1, St*n, S0 + St*n) additive mask: rows stage-major, branch j sees history <= before[:, j]."""
+        (B, S0), n = mask.shape, before.shape[1]
+        St, device = self.n_stages, mask.device
+        keys = torch.arange(S0, device=device)
+        history = (keys[None, None, :] <= before[:, :, None]) & mask.bool()[:, None, :]  # (B, n, S0)
+        history = history.repeat(1, St, 1)                                                 # (B, St*n, S0)
+        own = torch.kron(torch.tril(torch.ones(St, St, device=device)), torch.eye(n, device=device)) > 0
+        visible = torch.cat([history, own.expand(B, -1, -1)], dim=2)[:, None]
+        return torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+
+    def think_forward(self, window: torch.Tensor, targets: torch.Tensor | int = 1, plain_logits: bool = False,
+                      output_attentions: bool = False) -> Branches:
+        """Teacher-forced thinking branches for some items of windows (B, T+1).
+
+        ``targets``: (B, n) window positions to branch at, or an int j for all positions >= j.
+        """
+        window = window.to(self.item_tokens.device)
+        B = window.shape[0]
+        if isinstance(targets, int):
+            targets = torch.arange(targets, window.shape[1], device=window.device).expand(B, -1)
+        input_ids, mask, positions = self.encode_histories(window)
+        base = self.model.base_model
+        extra = {"output_attentions": True} if output_attentions else {}
+        out = base(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, S0, P = out.past_key_values, input_ids.shape[1], self.tokens_per_item
+        n = targets.shape[1]
+        before = targets * P                                    # index of the token just before item j
+        start = positions.gather(1, before)                     # (B, n) its position
+        items = window.gather(1, targets)
+        tokens = self.item_tokens[items.clamp(min=0)]                                    # (B, n, P)
+        real = window >= 0
+        valid = (real & (real.long().cumsum(1) > 1)).gather(1, targets)                  # real, not the first
+        bias = self._branch_bias(mask, before, out.last_hidden_state.dtype)
+        embed = self.model.get_input_embeddings()
+        stage_hidden, attentions = [], []
+        if self.config.thinking == "latent":
+            previous = _rows(out.last_hidden_state, before)                                   # (B, n, H)
+            for s in range(self.n_stages):
+                x = self.thinking_input(previous, s // 2) if s % 2 == 0 else embed(tokens[:, :, s // 2])
+                o = base(inputs_embeds=x, attention_mask=bias[:, :, s * n:(s + 1) * n, :S0 + (s + 1) * n],
+                         position_ids=start + 1 + s, past_key_values=cache, use_cache=True, **extra)
+                previous = o.last_hidden_state
+                stage_hidden.append(previous)
+                if output_attentions:
+                    attentions.append(list(o.attentions))
+        else:                                                   # pause tokens: inputs known in advance
+            xs = [self.thinking_input(_rows(out.last_hidden_state, before), s // 2) if s % 2 == 0
+                  else embed(tokens[:, :, s // 2]) for s in range(self.n_stages)]
+            pos = torch.cat([start + 1 + s for s in range(self.n_stages)], dim=1)
+            o = base(inputs_embeds=torch.cat(xs, dim=1), attention_mask=bias, position_ids=pos,
+                     past_key_values=cache, use_cache=True, **extra)
+            stage_hidden = list(o.last_hidden_state.split(n, dim=1))
+            if output_attentions:
+                attentions = [[a[:, :, s * n:(s + 1) * n] for a in o.attentions] for s in range(self.n_stages)]
+        logits = self.model.get_output_embeddings()(out.last_hidden_state) if plain_logits else None
+        return Branches(stage_hidden, tokens, valid, items, logits, attentions or None, S0)
+
+    def sample_targets(self, window: torch.Tensor) -> torch.Tensor | int:
+        """Training: ``think_targets`` random real targets per window (all positions when None)."""
+        m = self.config.think_targets
+        if m is None or m >= window.shape[1] - 1:
+            return 1
+        real = window >= 0
+        valid = real & (real.long().cumsum(1) > 1)
+        score = torch.rand(window.shape, device=window.device) + valid.float()            # valid ones first
+        return score.topk(m, dim=1).indices.sort(dim=1).values
+
+    def code_hidden(self, branches: Branches) -> torch.Tensor:
+        """(B, n, P, H): the hidden states that predict each SID token (t_1..t_L, then s_L for the de-dup code)."""
+        h = branches.stage_hidden
+        return torch.stack([h[2 * level] for level in range(self.levels)] + [h[-1]], dim=2)
+
+    def cluster_logits(self, thinking: torch.Tensor, level: int) -> torch.Tensor:
+        """(..., Kc) cos(W t_l, c_{l,k}) / τ."""
+        z = F.normalize(self.project(thinking), dim=-1)
+        return z @ self.centres[level].T / self.config.temperature
+
+    def loss_terms(self, batch) -> dict[str, torch.Tensor]:
+        window = self.window_of(batch)
+        b = self.think_forward(window, self.sample_targets(window), plain_logits=self.config.plain_weight > 0)
+        head = self.model.get_output_embeddings()
+        logits = head(self.code_hidden(b)[b.valid])                                       # (m, P, V)
+        rec = F.cross_entropy(logits.flatten(0, 1).float(), b.tokens[b.valid].flatten())
+        terms = {"rec": rec}
+        align = torch.zeros((), device=rec.device)
+        codes = self.sid_table_codes(b.items)[b.valid]                                    # (m, P)
+        for level in range(self.levels):
+            target = self.code_cluster[level, codes[:, level]]
+            term = F.cross_entropy(self.cluster_logits(b.stage_hidden[2 * level][b.valid], level).float(), target)
+            terms[f"align_L{level + 1}"] = term.detach()
+            align = align + term
+        terms["align"] = align
+        loss = rec + self.config.align_weight * align
+        if self.config.plain_weight > 0:
+            _, _, _, labels = self.encode_histories(window, with_labels=True)
+            plain = F.cross_entropy(b.plain_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                    ignore_index=-100)
+            terms["plain"] = plain
+            loss = loss + self.config.plain_weight * plain
+        terms["loss"] = loss
+        return terms
+
+    def sid_table_codes(self, items: torch.Tensor) -> torch.Tensor:
+        """SID codes (.., P) of item indices (padding rows give item 0's codes; mask them)."""
+        return self.item_tokens[items.clamp(min=0)] - self._token_offsets
+
+    @property
+    def _token_offsets(self) -> torch.Tensor:
+        return torch.as_tensor(self.vocab.offsets, device=self.item_tokens.device)
+
+    # ------------------------------------------------------------------ inference
+    def _step(self, model, input_ids, attention_mask, position_ids, cache, depth):
+        """One beam-search step: feed the chosen code, then think before the next semantic level."""
+        base = model.base_model
+        out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   past_key_values=cache, use_cache=True)
+        h, cache = out.last_hidden_state[:, -1:], out.past_key_values
+        if depth < self.levels:
+            mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            out = base(inputs_embeds=self.thinking_input(h, depth), attention_mask=mask,
+                       position_ids=position_ids[:, -1:] + 1, past_key_values=cache, use_cache=True)
+            h = out.last_hidden_state
+        return model.get_output_embeddings()(h), cache
+
+    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
+                    trace: list | None = None):
+        self.trie.to(self.item_tokens.device)
+        input_ids, mask, _ = self.encode_histories(inputs[:, -self.config.max_items:])
+        exclude = None if exclude is None else exclude.to(self.item_tokens.device)
+        return constrained_beam_search(self.model, self.vocab, self.trie, input_ids, mask,
+                                       beam_width or max(self.config.beam_width, k), k, exclude,
+                                       step_fn=self._step, trace=trace)
+
+    @torch.no_grad()
+    def score_items(self, history: torch.Tensor, candidates: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Brute force: log-probability of each candidate item's SID after one history (T,), thinking included."""
+        history = history[-self.config.max_items:].to(self.item_tokens.device)
+        out = []
+        for lo in range(0, len(candidates), batch_size):
+            c = candidates[lo:lo + batch_size].to(history.device)
+            window = torch.cat([history.expand(len(c), -1), c[:, None]], dim=1)
+            b = self.think_forward(window, window.shape[1] - 1)
+            logp = F.log_softmax(self.model.get_output_embeddings()(self.code_hidden(b)[:, 0]).float(), dim=-1)
+            out.append(logp.gather(2, b.tokens[:, 0, :, None]).squeeze(2).sum(1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def level_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1)
+        b = self.think_forward(window, window.shape[1] - 1)
+        return self.model.get_output_embeddings()(self.code_hidden(b)[:, 0])
+
+    @torch.no_grad()
+    def thinking_clusters(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced: the cluster each thinking step points to (B, L) and the target's clusters (B, L)."""
+        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1)
+        b = self.think_forward(window, window.shape[1] - 1)
+        codes = self.sid_table_codes(b.items[:, 0])
+        predicted = torch.stack([self.cluster_logits(b.stage_hidden[2 * l][:, 0], l).argmax(-1)
+                                 for l in range(self.levels)], dim=1)
+        truth = torch.stack([self.code_cluster[l, codes[:, l]] for l in range(self.levels)], dim=1)
+        return predicted, truth
+
+    @torch.no_grad()
+    def thinking_attention(self, history: torch.Tensor, target: int) -> np.ndarray:
+        """Attention of each thinking step over the history items: (L, layers, heads, T) for one user.
+
+        Teacher-forced on the true target; each history item's weight is the sum over its SID tokens.
+        """
+        history = history[history >= 0][-self.config.max_items:]
+        window = torch.cat([history, torch.as_tensor([target])])[None]
+        with eager_attention(self.model):
+            b = self.think_forward(window, window.shape[1] - 1, output_attentions=True)
+        P, T = self.tokens_per_item, len(history)
+        out = []
+        for level in range(self.levels):
+            per_layer = [a[0, :, 0, 1:1 + T * P].reshape(a.shape[1], T, P).sum(-1) for a in b.attentions[2 * level]]
+            out.append(torch.stack(per_layer).float().cpu().numpy())
+        return np.stack(out)
+
+
+@torch.no_grad()
+def cluster_accuracy(module: S2GR, stage, batch_size: int = 256) -> np.ndarray:
+    """Per level: how often the thinking step t_l points to the cluster of the target's level-l code."""
+    from .generative import stage_batches
+    module.eval()
+    hits, total = np.zeros(module.levels), 0
+    for x, y in stage_batches(module, stage, batch_size):
+        predicted, truth = module.thinking_clusters(x, y)
+        hits += (predicted == truth).sum(0).cpu().numpy()
+        total += len(y)
+    return hits / total
+
+
+def _rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden (B, S, H) at per-row positions index (B, n) -> (B, n, H)."""
+    return hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
+
+
+@contextmanager
+def eager_attention(model):
+    """Run a block with eager attention (the implementation that returns attention weights)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)

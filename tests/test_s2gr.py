@@ -1,0 +1,176 @@
+"""S²GR-mini: latent thinking steps, alignment to codebook clusters, beam search with thinking."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minirec import metrics
+from minirec.baselines import Popularity
+from minirec.data import leave_one_out
+from minirec.generative import GenerativeRecommender, level_accuracy
+from minirec.profiles import get_profile, seed_everything
+from minirec.quantizers import QuantizerConfig, RQKMeans
+from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters
+from minirec.semantic_ids import SIDTable, build_sid_table
+from minirec.synthetic import planted_embeddings
+from minirec.training import SequenceDataModule, fit
+
+SMALL = dict(hidden_size=32, intermediate_size=64, head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def table(synthetic):
+    return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
+                           synthetic)
+
+
+def make(synthetic, table, seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = S2GRConfig(**dict(dict(max_items=6, text_vocab_size=50, n_clusters=2, backbone_overrides=SMALL),
+                               **overrides))
+    model = S2GR(config, table, synthetic.items["text"].tolist()).eval()
+    with torch.no_grad():                      # large level vectors, so a wrong wiring cannot hide
+        model.level_vectors.normal_(0, 1)
+    return model
+
+
+def naive_log_prob(model: S2GR, history: torch.Tensor, item: int) -> float:
+    """The definition, with no cache and no mask tricks: grow the input embeddings one step at a time."""
+    base, embed = model.model.base_model, model.model.get_input_embeddings()
+    head = model.model.get_output_embeddings()
+    ids, mask, _ = model.encode_histories(history[None])
+    x = embed(ids[mask > 0])[None]                                        # <bos> + history tokens
+    tokens = model.item_tokens[item]
+    total = 0.0
+    for level in range(model.tokens_per_item):
+        if level < model.levels:                                         # think before each semantic code
+            h = base(inputs_embeds=x).last_hidden_state[:, -1:]
+            x = torch.cat([x, model.thinking_input(h, level)], dim=1)
+        logp = F.log_softmax(head(base(inputs_embeds=x).last_hidden_state[0, -1]), dim=-1)
+        total += float(logp[tokens[level]])
+        x = torch.cat([x, embed(tokens[level])[None, None]], dim=1)
+    return total
+
+
+@pytest.mark.parametrize("thinking", ["latent", "pause"])
+@torch.no_grad()
+def test_beam_search_with_thinking_equals_brute_force(synthetic, table, thinking):
+    model = make(synthetic, table, thinking=thinking)
+    split = leave_one_out(synthetic)
+    history = torch.as_tensor(split.test.histories[0][-6:])
+    brute = model.score_items(history, torch.arange(table.n_items))
+    for item in (0, 17, 101):                                             # brute force = the definition
+        assert brute[item].item() == pytest.approx(naive_log_prob(model, history, item), abs=1e-4)
+    exclude = torch.as_tensor(history[:3])[None]
+    items, scores = model.beam_search(history[None], exclude, 20, beam_width=table.n_items)
+    brute[exclude[0]] = -torch.inf
+    expected = torch.sort(brute, descending=True, stable=True)
+    assert items[0].tolist() == expected.indices[:20].tolist()
+    torch.testing.assert_close(scores[0], expected.values[:20], rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_training_branches_compute_what_inference_computes(synthetic, table):
+    # all branches of one window at once (4-D mask, shared cache) = each target scored alone after its prefix
+    model = make(synthetic, table)
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.r_[split.test.histories[1][-6:], split.test.targets[1]])
+    b = model.think_forward(window[None])
+    logp = F.log_softmax(model.model.get_output_embeddings()(model.code_hidden(b)), dim=-1)
+    per_branch = logp.gather(3, b.tokens[..., None]).squeeze(3).sum(-1)[0]           # targets 1..6
+    for j in (1, 3, 6):
+        alone = model.score_items(window[:j], window[j:j + 1])[0]
+        assert per_branch[j - 1].item() == pytest.approx(alone.item(), abs=1e-4)
+    # a random subset of targets per row gives the same numbers as all of them
+    targets = torch.tensor([[2, 5]])
+    sub = model.think_forward(window[None], targets)
+    torch.testing.assert_close(model.code_hidden(sub)[0], model.code_hidden(b)[0, [1, 4]], rtol=1e-4, atol=1e-5)
+
+
+def test_latent_feedback_is_real(synthetic, table):
+    model = make(synthetic, table)
+    h = torch.randn(1, 1, 32, requires_grad=True)
+    x = model.thinking_input(h, 0)
+    assert not torch.equal(x, model.thinking_input(h + 0.5, 0))                 # input follows the hidden state
+    # through the model: the thinking step's output (and so the code logits) follow the previous hidden state
+    ids, mask, pos = model.encode_histories(torch.tensor([[3, 4, 5]]))
+    out = model.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    prev = out.last_hidden_state[:, -1:].detach().requires_grad_(True)
+
+    def think(previous):
+        cache = type(out.past_key_values)()
+        o = model.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                   use_cache=True)
+        step = model.model.base_model(inputs_embeds=model.thinking_input(previous, 0), position_ids=pos[:, -1:] + 1,
+                                      attention_mask=torch.ones(1, ids.shape[1] + 1, dtype=torch.long),
+                                      past_key_values=o.past_key_values, use_cache=True)
+        return model.model.get_output_embeddings()(step.last_hidden_state)
+
+    logits = think(prev)
+    assert not torch.allclose(logits, think(prev + torch.randn_like(prev)))
+    logits.sum().backward()
+    assert prev.grad is not None and prev.grad.abs().sum() > 0                  # gradients reach it
+    # and in training the loss's gradient reaches the level vectors and the projection
+    model.train()
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:4]]))
+    model.zero_grad()
+    model.loss((window[:, :-1], window[:, 1:])).backward()
+    assert model.level_vectors.grad.abs().sum() > 0 and model.project.weight.grad.abs().sum() > 0
+    # a pause token ignores the previous hidden state entirely
+    pause = make(synthetic, table, thinking="pause")
+    torch.testing.assert_close(pause.thinking_input(h, 1), pause.thinking_input(h + 3.0, 1))
+
+
+def test_s2gr_learns_aligns_and_roundtrips(synthetic, table, tmp_path):
+    split = leave_one_out(synthetic)
+    seed_everything(0)
+    config = S2GRConfig(max_items=10, beam_width=20, lr=3e-3, warmup_steps=20, max_steps=2000, text_vocab_size=50,
+                        n_clusters=2, think_targets=4, backbone_overrides=dict(hidden_size=64, intermediate_size=128,
+                                                                               head_dim=16))
+    model = S2GR(config, table, synthetic.items["text"].tolist())
+    dm = SequenceDataModule(split, max_len=10, batch_size=32)
+    result = fit(model, dm, get_profile("smoke", max_epochs=8, patience=8), "s2gr-test", runs_dir=tmp_path)
+    align = [row["train_align"] for row in result.curves]
+    assert align[-1] < 0.5 * align[0]                                   # the alignment loss falls
+    assert cluster_accuracy(model, split.test).min() > 0.75             # chance: 1/2 per level
+    s2gr = metrics.evaluate(model, split.test, max_len=10)
+    pop = metrics.evaluate(Popularity(split), split.test)
+    assert s2gr["ndcg@10"].mean() > pop["ndcg@10"].mean() + 0.15
+    acc = level_accuracy(model, split.test)
+    assert acc.shape == (3,) and acc[0] > 0.5
+    model.save_pretrained(tmp_path / "saved")
+    again = S2GR.from_pretrained(tmp_path / "saved", sid_table=table).eval()
+    x = torch.tensor(np.stack([s[-10:] for s in split.test.histories[:5]]))
+    assert torch.equal(model.eval().beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
+    with pytest.raises(ValueError, match="holds a S2GR"):
+        GenerativeRecommender.from_pretrained(tmp_path / "saved")
+
+
+def test_variants_run_and_bad_settings_are_clear_errors(synthetic, table):
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:4]]))
+    batch = (window[:, :-1], window[:, 1:])
+    no_align = make(synthetic, table, align_weight=0.0).train()
+    terms = no_align.loss_terms(batch)
+    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["plain"])
+    pause = make(synthetic, table, thinking="pause").train()
+    pause.loss(batch).backward()
+    items, _ = pause.eval().beam_search(window[:, :-1], None, 5)
+    assert ((items >= 0) & (items < table.n_items)).all()
+    with pytest.raises(ValueError, match="thinking must be one of"):
+        make(synthetic, table, thinking="telepathy")
+    with pytest.raises(ValueError, match="n_clusters"):
+        make(synthetic, table, n_clusters=9)
+    bare = SIDTable(table.codes, table.codebook_size, table.settings)                  # no codebook vectors
+    with pytest.raises(ValueError, match="has none"):
+        S2GR(S2GRConfig(), bare, ["x"])
+
+
+def test_codeword_clusters_group_nearby_codewords():
+    rng = np.random.default_rng(0)
+    books = np.concatenate([rng.normal(0, 0.1, (3, 4, 5)) + 5, rng.normal(0, 0.1, (3, 4, 5)) - 5], axis=1)
+    assign, centres = codeword_clusters(books, 2)
+    assert assign.shape == (3, 8) and centres.shape == (3, 2, 5)
+    for level in assign:
+        assert len(set(level[:4])) == 1 and len(set(level[4:])) == 1 and level[0] != level[4]
