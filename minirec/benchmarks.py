@@ -6,6 +6,9 @@
 - ``training_throughput``: tokens/s of the Lightning training loop against a bare
   forward/backward/step loop over the very same batches.
 - ``invalid_rate``: share of returned recommendations that are not catalogue items.
+- ``relative_cost``: seconds per training step and per recommended user of several models
+  on the same batches and users, measured in alternating rounds so that a busy machine
+  slows them alike (S²GR against TIGER-mini).
 """
 from __future__ import annotations
 
@@ -68,8 +71,7 @@ def beam_search_benchmark(module, stage: EvalStage, n_users: int = 256, n_naive:
 
 
 def _tokens(module, batch) -> int:
-    inputs, targets = batch
-    return int((torch.cat([inputs, targets[:, -1:]], dim=1) >= 0).sum()) * module.tokens_per_item
+    return int((module.window_of(batch) >= 0).sum()) * module.tokens_per_item
 
 
 def training_throughput(module, datamodule, steps: int = 30, warmup: int = 3) -> dict:
@@ -114,3 +116,34 @@ class _StepTimer(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.start is not None:
             self.seconds = time.perf_counter() - self.start
+
+
+def relative_cost(models: dict, datamodule, stage: EvalStage, steps: int = 10, n_users: int = 256,
+                  rounds: int = 3, k: int = 20) -> dict[str, dict]:
+    """Per model: median seconds per training step (bare loop, copies of the models) and per test user."""
+    batches = [b for _, b in zip(range(steps + 1), datamodule.train_dataloader())]
+    first = next(iter(models.values()))
+    x = torch.as_tensor(pad_left(stage.inputs(first.config.max_items)[:n_users]))
+    ex = torch.as_tensor(pad_left(stage.histories[:n_users]))
+    copies = {name: copy.deepcopy(m).train() for name, m in models.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in copies.items()}
+    train, infer = {name: [] for name in models}, {name: [] for name in models}
+    for _ in range(rounds):
+        for name, module in copies.items():
+            module.train()
+            for i, batch in enumerate(batches):
+                if i == 1:                                   # the first step warms up
+                    start = time.perf_counter()
+                loss = module.loss(batch)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+            train[name].append((time.perf_counter() - start) / steps)
+            module.eval()
+            start = time.perf_counter()
+            with torch.no_grad():
+                for lo in range(0, len(x), 128):
+                    module.rank_topk(x[lo:lo + 128], ex[lo:lo + 128], k)
+            infer[name].append((time.perf_counter() - start) / len(x))
+    return {name: {"train_step_s": float(np.median(train[name])), "infer_per_user_s": float(np.median(infer[name]))}
+            for name in models}

@@ -208,3 +208,77 @@ def beam_tree(trace: list, title: str = "", finals: list[str] | None = None, top
            title=title or "constrained beam search: kept prefixes (code, cumulative log-prob)", xlim=(-0.3, depth + 1.5))
     fig.tight_layout()
     return fig
+
+
+def thinking_attention(att: np.ndarray, item_labels: list[str], layer: int | None = None, head: int | None = None,
+                       title: str = ""):
+    """Heatmap: rows = thinking steps t_1..t_L, columns = history items (oldest left).
+
+    ``att`` is (L, layers, heads, T) from ``S2GR.thinking_attention``; a layer/head of None
+    averages over it.
+    """
+    a = att if layer is None else att[:, layer:layer + 1]
+    a = a if head is None else a[:, :, head:head + 1]
+    a = a.mean(axis=(1, 2))                                                      # (L, T)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * a.shape[1] + 2), 0.5 * a.shape[0] + 2.2))
+    im = ax.imshow(a, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(a.shape[0]), [f"t{l + 1}" for l in range(a.shape[0])])
+    ax.set_xticks(range(a.shape[1]), [s[:18] for s in item_labels], rotation=70, ha="right", fontsize=7)
+    where = f"layer {layer}" if layer is not None else "mean over layers"
+    where += f", head {head}" if head is not None else ", mean over heads"
+    ax.set_title(title or f"attention of each thinking step over the history ({where})")
+    fig.colorbar(im, ax=ax, fraction=0.02, label="attention (summed over an item's SID tokens)")
+    fig.tight_layout()
+    return fig
+
+
+def thinking_attention_grid(att: np.ndarray, title: str = ""):
+    """Every layer x head: one small heatmap (thinking steps x history items) each."""
+    n_levels, n_layers, n_heads, _ = att.shape
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads, 1.1 * n_layers + 0.4 * n_levels * n_layers),
+                             squeeze=False, sharex=True, sharey=True)
+    vmax = float(att.max())
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            ax = axes[layer][head]
+            ax.imshow(att[:, layer, head], aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+            ax.set_yticks(range(n_levels), [f"t{l + 1}" for l in range(n_levels)])
+            ax.set_title(f"layer {layer} head {head}", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("history item (oldest -> newest)")
+    fig.suptitle(title or "thinking-token attention per layer and head")
+    fig.tight_layout()
+    return fig
+
+
+def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray]):
+    """Left: mean attention of t_l by recency; right: per-item attention to genre-sharing vs other items."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    n_levels, T = by_recency.shape
+    for level in range(n_levels):
+        ax1.plot(np.arange(1, T + 1), by_recency[level], marker=".", label=f"t{level + 1}")
+    ax1.set(xlabel="items back from the newest (1 = last watched)", ylabel="mean attention per item",
+            title="thinking attention by recency")
+    ax1.legend()
+    x = np.arange(n_levels)
+    width = 0.8 / len(by_genre)
+    for j, (name, values) in enumerate(by_genre.items()):
+        ax2.bar(x + j * width, values, width, label=name)
+    ax2.set_xticks(x + width * (len(by_genre) - 1) / 2, [f"t{l + 1}" for l in range(n_levels)])
+    ax2.set(ylabel="mean attention per item", title="attention to items sharing a genre with the target")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kc_sweep(frame: pd.DataFrame):
+    """NDCG@10 on validation and test against the number of codeword clusters Kc."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for column in ("val_ndcg10", "test_ndcg10"):
+        ax.plot(frame["Kc"], frame[column], marker="o", label=column)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(frame["Kc"], [str(k) for k in frame["Kc"]])
+    ax.set(xlabel="Kc (codeword clusters per level)", ylabel="NDCG@10", title="S²GR-mini: cluster count")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -36,6 +36,8 @@ class Profile:
     gen_patience: int = 5
     bench_users: int = 256         # users timed by the beam-search benchmark
     ablation_seeds: tuple[int, ...] = (0,)  # seeds of ablation runs (cheaper than the headline's seeds)
+    kc_sweep: tuple[int, ...] = (4, 16)     # S²GR cluster counts tried besides the default (ablation seeds)
+    attention_users: int = 200              # test users in the aggregate thinking-attention views
     accelerator: str = "cpu"       # Lightning Trainer pass-through
     devices: int | str = 1
     precision: str = "32-true"
@@ -57,13 +59,13 @@ PROFILES = {
     "smoke": Profile("smoke", max_users=80, max_epochs=2, patience=1, seeds=(0,), batch_size=64,
                      sasrec_grid=(dict(hidden=32, n_layers=1, dropout=0.2, lr=1e-3),), n_boot=200,
                      quantizer_epochs=3, umap_epochs=10, gen_max_items=5, gen_batch_size=64, gen_max_epochs=1,
-                     gen_patience=1, bench_users=16),
+                     gen_patience=1, bench_users=16, kc_sweep=(4,), attention_users=16),
     "cpu": Profile("cpu", max_users=None, max_epochs=200, patience=10, seeds=(0, 1, 2), batch_size=128,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, progress_bar=False),
     "gpu": Profile("gpu", max_users=None, max_epochs=300, patience=20, seeds=(0, 1, 2), batch_size=256,
                    sasrec_grid=_SASREC_GRID, n_boot=2000, accelerator="gpu", precision="bf16-mixed",
                    progress_bar=True, backbone="small", gen_max_items=50, gen_batch_size=128, gen_max_epochs=100,
-                   gen_patience=10, ablation_seeds=(0, 1, 2)),
+                   gen_patience=10, ablation_seeds=(0, 1, 2), kc_sweep=(2, 4, 16, 32)),
 }
 
 

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .artifacts import RUNS_DIR
+from .artifacts import RUNS_DIR, write_json
 from .data import EvalStage, LeaveOneOutSplit, MAX_HISTORY, pad_left, training_windows
 from .metrics import topk_metrics
 from .profiles import Profile
@@ -158,8 +159,32 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)             # back to the best epoch, in place
     module.eval()
-    return FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
-                     seconds, checkpoint.best_model_path)
+    result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
+                       seconds, checkpoint.best_model_path)
+    write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
+                                       "epochs": result.epochs, "seconds": seconds})
+    return result
+
+
+def fits_from_checkpoints(make_module, run_name: str, seeds, runs_dir: str | Path | None = None) -> dict[int, FitResult]:
+    """Fits an earlier notebook already made (``runs/checkpoints/<run_name>/seed<s>``), by seed.
+
+    Seeds without a checkpoint are left out, so ``train_seeds(..., reuse=found)`` trains only
+    those. Curves and times come back when the run saved them (``fit.json``).
+    """
+    found = {}
+    for seed in seeds:
+        ckpt = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name / f"seed{seed}" / "best.ckpt"
+        if not ckpt.exists():
+            continue
+        module = make_module()
+        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+        module.eval()
+        meta_path = ckpt.parent / "fit.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        found[seed] = FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
+                                meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt))
+    return found
 
 
 @dataclass

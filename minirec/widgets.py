@@ -61,3 +61,36 @@ def sid_explorer(tables: dict, dataset: SequenceDataset):
     prefix.observe(show, names="value")
     show()
     return w.VBox([w.HBox([which, prefix]), out])
+
+
+def attention_explorer(attention_of, users: list[int], titles, n_layers: int, n_heads: int):
+    """Pick a user, a layer and a head; see the thinking steps' attention over that user's history.
+
+    ``attention_of(user) -> (att (L, layers, heads, T), history item indices)``; "mean"
+    averages over layers or heads.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .plots import thinking_attention
+
+    user = w.Dropdown(options=users, description="user")
+    layer = w.Dropdown(options=["mean"] + list(range(n_layers)), description="layer")
+    head = w.Dropdown(options=["mean"] + list(range(n_heads)), description="head")
+    out = w.Output()
+
+    def show(_=None):
+        out.clear_output(wait=True)
+        with out:
+            att, history = attention_of(user.value)
+            fig = thinking_attention(att, [titles[i] for i in history],
+                                     None if layer.value == "mean" else layer.value,
+                                     None if head.value == "mean" else head.value)
+            display(fig)
+            plt.close(fig)
+
+    for control in (user, layer, head):
+        control.observe(show, names="value")
+    show()
+    return w.VBox([w.HBox([user, layer, head]), out])
