@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .artifacts import atomic_path, write_json
 from .backbone import SIDVocabulary, SIDVocabularyError, load_backbone
 from .beam_search import SIDTrie, constrained_beam_search, positions_from_mask
+from .metrics import stage_batches
 from .semantic_ids import SIDTable
 from .training import RankingModule
 
@@ -139,22 +140,30 @@ class GenerativeRecommender(RankingModule):
                                                    "interval": "step"}}
 
     # ------------------------------------------------------------------ recommending
-    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None):
+    decode_step = None      # a subclass's step function for the beam search (S²GR thinks inside it)
+
+    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
+                    trace: list | None = None):
         """Top-k items and scores for (B, T) histories (item indices, -1 padded)."""
         self.trie.to(self.item_tokens.device)
         input_ids, mask, _ = self.encode_histories(inputs[:, -self.config.max_items:])
         exclude = None if exclude is None else exclude.to(self.item_tokens.device)
         return constrained_beam_search(self.model, self.vocab, self.trie, input_ids, mask,
-                                       beam_width or max(self.config.beam_width, k), k, exclude)
+                                       beam_width or max(self.config.beam_width, k), k, exclude,
+                                       step_fn=self.decode_step, trace=trace)
 
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         return self.beam_search(inputs, exclude, k, max(self.val_beam, k))[0]
 
+    def target_window(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, max_items + 1): the prompt's items followed by one target item per row."""
+        targets = torch.as_tensor(targets, device=inputs.device)
+        return torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1).to(self.item_tokens.device)
+
     @torch.no_grad()
     def level_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, P, V) logits at the positions that predict each SID token of ``targets``, teacher-forced."""
-        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1).to(self.item_tokens.device)
-        input_ids, mask, positions = self.encode_histories(window)
+        input_ids, mask, positions = self.encode_histories(self.target_window(inputs, targets))
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
         return logits[:, -self.tokens_per_item - 1:-1]
 
@@ -194,14 +203,6 @@ class GenerativeRecommender(RankingModule):
         return module
 
 
-def stage_batches(module: GenerativeRecommender, stage, batch_size: int):
-    from .data import pad_left
-    inputs = stage.inputs(module.config.max_items)
-    for lo in range(0, len(stage), batch_size):
-        x = torch.as_tensor(pad_left(inputs[lo:lo + batch_size]), device=module.item_tokens.device)
-        yield x, torch.as_tensor(stage.targets[lo:lo + batch_size], device=module.item_tokens.device)
-
-
 @torch.no_grad()
 def level_accuracy(module: GenerativeRecommender, stage, batch_size: int = 256) -> np.ndarray:
     """Per SID position: how often the model's top code (within that level) is the target's, given the true prefix.
@@ -211,9 +212,10 @@ def level_accuracy(module: GenerativeRecommender, stage, batch_size: int = 256) 
     """
     module.eval()
     vocab, hits, total = module.vocab, np.zeros(module.tokens_per_item), 0
-    for x, y in stage_batches(module, stage, batch_size):
+    device = module.item_tokens.device
+    for x, _, y in stage_batches(stage, module.config.max_items, batch_size, device):
         logits = module.level_logits(x, y)                                            # (B, P, V)
-        truth = module.item_tokens[y]                                                 # (B, P)
+        truth = module.item_tokens[torch.as_tensor(y, device=device)]                # (B, P)
         for d in range(module.tokens_per_item):
             pred = logits[:, d, vocab.level_slice(d)].argmax(-1) + vocab.offsets[d]
             hits[d] += (pred == truth[:, d]).sum().item()

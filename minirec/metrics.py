@@ -77,16 +77,22 @@ def summarize(per_user: dict[str, np.ndarray]) -> dict[str, float]:
 def evaluate(ranker: Ranker, stage: EvalStage, ks: tuple[int, ...] = KS, batch_size: int = 256,
              max_len: int = MAX_HISTORY, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Run the protocol on one stage: per-user metrics for every K."""
-    inputs = stage.inputs(max_len)
     results: dict[str, list[np.ndarray]] = {}
-    for lo in range(0, len(stage), batch_size):
-        hi = min(lo + batch_size, len(stage))
-        x = torch.as_tensor(pad_left(inputs[lo:hi]), device=device)
-        ex = torch.as_tensor(pad_left(stage.histories[lo:hi]), device=device)
+    for x, ex, targets in stage_batches(stage, max_len, batch_size, device):
         topk = ranker.rank_topk(x, ex, max(ks))
-        for name, v in topk_metrics(topk, stage.targets[lo:hi], ks).items():
+        for name, v in topk_metrics(topk, targets, ks).items():
             results.setdefault(name, []).append(v)
     return {name: np.concatenate(v) for name, v in results.items()}
+
+
+def stage_batches(stage: EvalStage, max_len: int = MAX_HISTORY, batch_size: int = 256,
+                  device: str | torch.device = "cpu"):
+    """Batches of a stage: inputs (B, max_len) and full histories (B, ·), left-padded, and targets (B,)."""
+    inputs = stage.inputs(max_len)
+    for lo in range(0, len(stage), batch_size):
+        hi = min(lo + batch_size, len(stage))
+        yield (torch.as_tensor(pad_left(inputs[lo:hi]), device=device),
+               torch.as_tensor(pad_left(stage.histories[lo:hi]), device=device), stage.targets[lo:hi])
 
 
 @dataclass

@@ -28,7 +28,7 @@ after the previous step ran. ``think_forward`` therefore runs:
    tokens do not depend on hidden states, so all stages go in one pass with the same mask.
 
 Inference runs the thinking steps inside every beam of the constrained beam search
-(``step_fn`` of ``beam_search.constrained_beam_search``): the beam width does not grow.
+(``decode_step``, the ``step_fn`` of ``beam_search.constrained_beam_search``): the beam width does not grow.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from .beam_search import constrained_beam_search
 from .generative import GenerativeRecommender, GenRecConfig
+from .metrics import stage_batches
 from .semantic_ids import SIDTable
 
 THINKING = ("latent", "pause")
@@ -82,8 +82,8 @@ class Branches:
     valid: torch.Tensor                # (B, n) which branches are real targets
     items: torch.Tensor                # (B, n) the target items
     plain_logits: torch.Tensor | None  # (B, S0, V) plain-pass logits when asked for
+    plain_labels: torch.Tensor | None  # (B, S0) TIGER's next-token labels of the plain pass, with the logits
     attentions: list | None            # per stage: per layer (B, heads, n, keys) when asked for
-    plain_length: int                  # S0, tokens of the plain pass
 
 
 class S2GR(GenerativeRecommender):
@@ -140,7 +140,7 @@ class S2GR(GenerativeRecommender):
         B = window.shape[0]
         if isinstance(targets, int):
             targets = torch.arange(targets, window.shape[1], device=window.device).expand(B, -1)
-        input_ids, mask, positions = self.encode_histories(window)
+        input_ids, mask, positions, *labels = self.encode_histories(window, with_labels=plain_logits)
         base = self.model.base_model
         extra = {"output_attentions": True} if output_attentions else {}
         out = base(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
@@ -175,7 +175,11 @@ class S2GR(GenerativeRecommender):
             if output_attentions:
                 attentions = [[a[:, :, s * n:(s + 1) * n] for a in o.attentions] for s in range(self.n_stages)]
         logits = self.model.get_output_embeddings()(out.last_hidden_state) if plain_logits else None
-        return Branches(stage_hidden, tokens, valid, items, logits, attentions or None, S0)
+        return Branches(stage_hidden, tokens, valid, items, logits, labels[0] if labels else None, attentions or None)
+
+    def last_branch(self, window: torch.Tensor, output_attentions: bool = False) -> Branches:
+        """Thinking branch of each window's last item only (evaluation, brute force, attention)."""
+        return self.think_forward(window, window.shape[1] - 1, output_attentions=output_attentions)
 
     def sample_targets(self, window: torch.Tensor) -> torch.Tensor | int:
         """Training: ``think_targets`` random real targets per window (all positions when None)."""
@@ -214,8 +218,7 @@ class S2GR(GenerativeRecommender):
         terms["align"] = align
         loss = rec + self.config.align_weight * align
         if self.config.plain_weight > 0:
-            _, _, _, labels = self.encode_histories(window, with_labels=True)
-            plain = F.cross_entropy(b.plain_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+            plain = F.cross_entropy(b.plain_logits[:, :-1].flatten(0, 1).float(), b.plain_labels[:, 1:].flatten(),
                                     ignore_index=-100)
             terms["plain"] = plain
             loss = loss + self.config.plain_weight * plain
@@ -231,7 +234,7 @@ class S2GR(GenerativeRecommender):
         return torch.as_tensor(self.vocab.offsets, device=self.item_tokens.device)
 
     # ------------------------------------------------------------------ inference
-    def _step(self, model, input_ids, attention_mask, position_ids, cache, depth):
+    def decode_step(self, model, input_ids, attention_mask, position_ids, cache, depth):
         """One beam-search step: feed the chosen code, then think before the next semantic level."""
         base = model.base_model
         out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -244,15 +247,6 @@ class S2GR(GenerativeRecommender):
             h = out.last_hidden_state
         return model.get_output_embeddings()(h), cache
 
-    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
-                    trace: list | None = None):
-        self.trie.to(self.item_tokens.device)
-        input_ids, mask, _ = self.encode_histories(inputs[:, -self.config.max_items:])
-        exclude = None if exclude is None else exclude.to(self.item_tokens.device)
-        return constrained_beam_search(self.model, self.vocab, self.trie, input_ids, mask,
-                                       beam_width or max(self.config.beam_width, k), k, exclude,
-                                       step_fn=self._step, trace=trace)
-
     @torch.no_grad()
     def score_items(self, history: torch.Tensor, candidates: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Brute force: log-probability of each candidate item's SID after one history (T,), thinking included."""
@@ -260,23 +254,20 @@ class S2GR(GenerativeRecommender):
         out = []
         for lo in range(0, len(candidates), batch_size):
             c = candidates[lo:lo + batch_size].to(history.device)
-            window = torch.cat([history.expand(len(c), -1), c[:, None]], dim=1)
-            b = self.think_forward(window, window.shape[1] - 1)
+            b = self.last_branch(self.target_window(history.expand(len(c), -1), c))
             logp = F.log_softmax(self.model.get_output_embeddings()(self.code_hidden(b)[:, 0]).float(), dim=-1)
             out.append(logp.gather(2, b.tokens[:, 0, :, None]).squeeze(2).sum(1))
         return torch.cat(out)
 
     @torch.no_grad()
     def level_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1)
-        b = self.think_forward(window, window.shape[1] - 1)
+        b = self.last_branch(self.target_window(inputs, targets))
         return self.model.get_output_embeddings()(self.code_hidden(b)[:, 0])
 
     @torch.no_grad()
     def thinking_clusters(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced: the cluster each thinking step points to (B, L) and the target's clusters (B, L)."""
-        window = torch.cat([inputs[:, -self.config.max_items:], targets[:, None]], dim=1)
-        b = self.think_forward(window, window.shape[1] - 1)
+        b = self.last_branch(self.target_window(inputs, targets))
         codes = self.sid_table_codes(b.items[:, 0])
         predicted = torch.stack([self.cluster_logits(b.stage_hidden[2 * l][:, 0], l).argmax(-1)
                                  for l in range(self.levels)], dim=1)
@@ -290,9 +281,8 @@ class S2GR(GenerativeRecommender):
         Teacher-forced on the true target; each history item's weight is the sum over its SID tokens.
         """
         history = history[history >= 0][-self.config.max_items:]
-        window = torch.cat([history, torch.as_tensor([target])])[None]
         with eager_attention(self.model):
-            b = self.think_forward(window, window.shape[1] - 1, output_attentions=True)
+            b = self.last_branch(self.target_window(history[None], [target]), output_attentions=True)
         P, T = self.tokens_per_item, len(history)
         out = []
         for level in range(self.levels):
@@ -304,10 +294,9 @@ class S2GR(GenerativeRecommender):
 @torch.no_grad()
 def cluster_accuracy(module: S2GR, stage, batch_size: int = 256) -> np.ndarray:
     """Per level: how often the thinking step t_l points to the cluster of the target's level-l code."""
-    from .generative import stage_batches
     module.eval()
     hits, total = np.zeros(module.levels), 0
-    for x, y in stage_batches(module, stage, batch_size):
+    for x, _, y in stage_batches(stage, module.config.max_items, batch_size, module.item_tokens.device):
         predicted, truth = module.thinking_clusters(x, y)
         hits += (predicted == truth).sum(0).cpu().numpy()
         total += len(y)
