@@ -7,7 +7,9 @@ the allowed codes of every beam at once (the "vectorised trie" idea).
 
 ``constrained_beam_search`` decodes the L+1 SID tokens of the next item for a batch of
 users: one forward of the prompts, then one cached forward per decoding step for all
-users x beams. Guarantees:
+users x beams. The beams of a user share its cache row (``BeamTree``: beams are
+side-by-side tokens behind a tree-shaped attention mask), so the prompt's keys and values
+are never copied per beam or re-ordered. Guarantees:
 - every returned item is a catalogue item (the trie is built from the *whole* catalogue);
 - items in the user's history are excluded *inside* the trie (a prefix stays open only
   while it still leads to a non-excluded item), so no beam is spent on a dead end;
@@ -80,6 +82,47 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+class BeamTree:
+    """Which cache positions each beam may attend to, when all beams of a user share one cache row.
+
+    The prompt is encoded once per user. Every later forward feeds one token per beam (a
+    *round*); the round's tokens are appended to the user's cache row side by side, and a
+    4-D attention mask lets each beam see the prompt, the tokens of its own ancestors and
+    itself, never a sibling's. Choosing the next beams only re-indexes ``visible`` (no KV
+    copies), which is what makes this cheaper than the usual one-cache-row-per-beam layout.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor, dtype: torch.dtype):
+        self.prompt_mask = attention_mask
+        self.positions = positions_from_mask(attention_mask)
+        B = attention_mask.shape[0]
+        self.visible = torch.zeros(B, 1, 0, dtype=torch.bool, device=attention_mask.device)  # (B, beams, generated)
+        self.dtype, self.rounds = dtype, 0
+
+    @property
+    def width(self) -> int:
+        return self.visible.shape[1]
+
+    def prompt(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask (B, T) and positions (B, T) of the prompt forward."""
+        return self.prompt_mask, self.positions
+
+    def round(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive mask (B, 1, w, keys) and positions (B, w) for one new token per beam."""
+        B, w, _ = self.visible.shape
+        own = torch.eye(w, dtype=torch.bool, device=self.visible.device).expand(B, w, w)
+        self.visible = torch.cat([self.visible, own], dim=2)
+        prompt = self.prompt_mask.bool()[:, None, :].expand(B, w, -1)
+        keys = torch.cat([prompt, self.visible], dim=2)[:, None]
+        bias = torch.zeros(keys.shape, dtype=self.dtype, device=keys.device)
+        self.rounds += 1
+        return bias.masked_fill(~keys, torch.finfo(self.dtype).min), (self.positions[:, -1:] + self.rounds).expand(B, w)
+
+    def select(self, origin: torch.Tensor) -> None:
+        """The new beams (B, W) continue beams ``origin`` of the previous width."""
+        self.visible = self.visible.gather(1, origin[:, :, None].expand(-1, -1, self.visible.shape[2]))
+
+
 @torch.no_grad()
 def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, beam_width: int, k: int,
@@ -87,77 +130,51 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
                             trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items (B, k) and their log-probabilities (B, k) for left-padded prompts (B, T).
 
-    ``step_fn(model, input_ids, attention_mask, position_ids, cache, depth) -> (logits, cache)``
-    replaces the plain forward where a model inserts its own steps (S²GR's thinking steps):
-    it may append extra positions to the cache (the search extends the mask and positions
-    by however many it added) and returns the logits that choose the code at ``depth``.
-    ``trace``, if a list, receives per depth the first user's beams: (parent beam, code, score).
+    ``step_fn(model, input_ids, tree, cache, depth) -> (logits, cache)`` runs the forwards of
+    one decoding step: at depth 0 ``input_ids`` is the prompt (masks from ``tree.prompt()``),
+    later one code token per beam (B, w) (masks from ``tree.round()``). It returns the logits
+    (B, w, V) that choose the code at ``depth``. A model that inserts its own steps (S²GR's
+    thinking) runs extra rounds inside it. ``trace``, if a list, receives per depth the first
+    user's beams: (parent beam, code, score).
     """
     if beam_width < k:
         raise ValueError(f"beam width {beam_width} must be at least k={k}")
-    step_fn = step_fn or _plain_step
-    B, device = input_ids.shape[0], input_ids.device
-    W = beam_width
+    step_fn = step_fn or plain_step
+    B, W = input_ids.shape[0], beam_width
     open_counts = trie.open_counts(exclude, B)
-    positions = positions_from_mask(attention_mask)
-    logits, cache = step_fn(model, input_ids, attention_mask, positions, None, 0)
-    logp = F.log_softmax(logits[:, -1].float(), dim=-1)[:, vocab.level_slice(0)]      # (B, S0)
-    child = trie.child[0][0].expand(B, -1)                                            # (B, S0)
-    valid = (child >= 0) & (open_counts[0].gather(1, child.clamp(min=0)) > 0)
-    cand = torch.where(valid, logp, torch.full_like(logp, -torch.inf))
-    n_first = min(W, cand.shape[1])
-    scores, codes = cand.topk(n_first, dim=1)                                           # (B, w0)
-    prefix = child.gather(1, codes)
-    if n_first < W:                                                                     # pad to W dead beams
-        scores = F.pad(scores, (0, W - n_first), value=-torch.inf)
-        prefix = F.pad(prefix, (0, W - n_first), value=0)
-        codes = F.pad(codes, (0, W - n_first), value=0)
-    prefix = torch.where(torch.isfinite(scores), prefix, torch.zeros_like(prefix))
-    if trace is not None:
-        trace.append([(0, int(c), float(s)) for c, s in zip(codes[0], scores[0])])
-    cache.batch_repeat_interleave(W)
-    mask, last_pos = _catch_up(cache, attention_mask, positions[:, -1])
-    mask = mask.repeat_interleave(W, dim=0)                                              # (B*W, T)
-    last_pos = last_pos.repeat_interleave(W)                                              # (B*W,)
-    for d in range(1, trie.depth):
-        token = codes.reshape(-1, 1) + vocab.offsets[d - 1]                              # (B*W, 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        last_pos = last_pos + 1
-        logits, cache = step_fn(model, token, mask, last_pos[:, None], cache, d)
-        mask, last_pos = _catch_up(cache, mask, last_pos)
-        logp = F.log_softmax(logits[:, -1].float(), dim=-1)[:, vocab.level_slice(d)]   # (B*W, S)
-        S = logp.shape[1]
-        child = trie.child[d][prefix.reshape(-1)]                                       # (B*W, S)
-        alive = open_counts[d].repeat_interleave(W, dim=0).gather(1, child.clamp(min=0)) > 0
-        valid = (child >= 0) & alive & torch.isfinite(scores.reshape(-1, 1))
-        total = scores.reshape(-1, 1) + torch.where(valid, logp, torch.full_like(logp, -torch.inf))
-        scores, flat = total.reshape(B, W * S).topk(W, dim=1)                            # (B, W)
+    tree = BeamTree(attention_mask, model.get_input_embeddings().weight.dtype)
+    scores = torch.zeros(B, 1, device=input_ids.device)              # one empty beam per user
+    prefix = torch.zeros(B, 1, dtype=torch.long, device=input_ids.device)
+    tokens, cache = input_ids, None
+    for d in range(trie.depth):
+        logits, cache = step_fn(model, tokens, tree, cache, d)
+        logp = F.log_softmax(logits.float(), dim=-1)[..., vocab.level_slice(d)]        # (B, w, S)
+        w, S = logp.shape[1:]
+        child = trie.child[d][prefix]                                                  # (B, w, S)
+        alive = open_counts[d].gather(1, child.clamp(min=0).reshape(B, -1)).reshape(B, w, S) > 0
+        valid = (child >= 0) & alive & torch.isfinite(scores)[:, :, None]
+        total = torch.where(valid, scores[:, :, None] + logp, torch.full_like(logp, -torch.inf))
+        scores, flat = total.reshape(B, w * S).topk(min(W, w * S), dim=1)
+        if scores.shape[1] < W:                                                        # pad with dead beams
+            scores = F.pad(scores, (0, W - scores.shape[1]), value=-torch.inf)
+            flat = F.pad(flat, (0, W - flat.shape[1]), value=0)
         origin, codes = flat // S, flat % S
-        prefix = child.reshape(B, W * S).gather(1, flat)                                 # (B, W)
+        prefix = child.reshape(B, w * S).gather(1, flat)
         prefix = torch.where(torch.isfinite(scores), prefix, torch.zeros_like(prefix))
         if trace is not None:
             trace.append([(int(o), int(c), float(s)) for o, c, s in zip(origin[0], codes[0], scores[0])])
-        beam_index = (origin + torch.arange(B, device=device)[:, None] * W).reshape(-1)
-        cache.reorder_cache(beam_index)
-        mask = mask[beam_index]
-        last_pos = last_pos[beam_index]
+        tree.select(origin)
+        tokens = codes + vocab.offsets[d]
     items = trie.leaf_item[prefix]                                                      # (B, W)
     items = torch.where(torch.isfinite(scores), items, torch.full_like(items, -1))
     return items[:, :k], scores[:, :k]
 
 
-def _catch_up(cache, mask: torch.Tensor, last_pos: torch.Tensor):
-    """Extend the mask and last position over positions a step function added to the cache."""
-    extra = cache.get_seq_length() - mask.shape[1]
-    if extra > 0:
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1]).expand(-1, extra)], dim=1)
-        last_pos = last_pos + extra
-    return mask, last_pos
-
-
-def _plain_step(model, input_ids, attention_mask, position_ids, cache, depth):
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=cache, use_cache=True)
+def plain_step(model, input_ids, tree: BeamTree, cache, depth):
+    """The decoding step of a plain SID model: one forward of the prompt or of every beam's last code."""
+    mask, positions = tree.prompt() if depth == 0 else tree.round()
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1 if depth == 0 else 0)
     return out.logits, out.past_key_values
 
 

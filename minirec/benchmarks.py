@@ -6,21 +6,22 @@
 - ``training_throughput``: tokens/s of the Lightning training loop against a bare
   forward/backward/step loop over the very same batches.
 - ``invalid_rate``: share of returned recommendations that are not catalogue items.
-- ``relative_cost``: seconds per training step and per recommended user of several models
-  on the same batches and users, measured in alternating rounds so that a busy machine
-  slows them alike (S²GR against TIGER-mini).
+- ``train_step_cost`` / ``inference_cost``: seconds per training step and per recommended
+  user of several models on the same batches and users, measured in alternating rounds so
+  that a busy machine slows them alike (S²GR against TIGER-mini).
 """
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .beam_search import _plain_step, constrained_beam_search, naive_beam_search
+from .beam_search import constrained_beam_search, naive_beam_search
 from .data import EvalStage, pad_left
 from .training import quiet_lightning
 
@@ -31,28 +32,43 @@ def invalid_rate(items: torch.Tensor, n_items: int) -> float:
     return float(((items < 0) | (items >= n_items)).float().mean())
 
 
+class ForwardClock:
+    """Seconds a module spends inside its forward calls while the ``with`` block runs (forward hooks)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.seconds, self._start = module, 0.0, 0.0
+
+    def __enter__(self) -> "ForwardClock":
+        self._hooks = [self.module.register_forward_pre_hook(self._begin),
+                       self.module.register_forward_hook(self._end)]
+        return self
+
+    def _begin(self, *_):
+        self._start = time.perf_counter()
+
+    def _end(self, *_):
+        self.seconds += time.perf_counter() - self._start
+
+    def __exit__(self, *_):
+        for hook in self._hooks:
+            hook.remove()
+
+
 @torch.no_grad()
 def beam_search_benchmark(module, stage: EvalStage, n_users: int = 256, n_naive: int = 8, k: int = 10,
                           batch_size: int = 128) -> dict:
     """Batched search vs the per-user loop; forward share of the batched search's time."""
     module.eval()
     histories = stage.inputs(module.config.max_items)[:n_users]
-    forward_seconds = [0.0]
-
-    def timed_step(*args):
-        start = time.perf_counter()
-        out = _plain_step(*args)
-        forward_seconds[0] += time.perf_counter() - start
-        return out
-
     start = time.perf_counter()
     batched = []
-    for lo in range(0, len(histories), batch_size):
-        x = torch.as_tensor(pad_left(histories[lo:lo + batch_size]))
-        input_ids, mask, _ = module.encode_histories(x)
-        items, _ = constrained_beam_search(module.model, module.vocab, module.trie, input_ids, mask,
-                                           module.config.beam_width, k, step_fn=timed_step)
-        batched.append(items)
+    with ForwardClock(module.model) as forwards:
+        for lo in range(0, len(histories), batch_size):
+            x = torch.as_tensor(pad_left(histories[lo:lo + batch_size]))
+            input_ids, mask, _ = module.encode_histories(x)
+            items, _ = constrained_beam_search(module.model, module.vocab, module.trie, input_ids, mask,
+                                               module.config.beam_width, k)
+            batched.append(items)
     batched_seconds = time.perf_counter() - start
     batched = torch.cat(batched)
     start = time.perf_counter()
@@ -66,7 +82,7 @@ def beam_search_benchmark(module, stage: EvalStage, n_users: int = 256, n_naive:
     batched_rate, naive_rate = len(histories) / batched_seconds, n_naive / naive_seconds
     return {"batched_users_per_s": batched_rate, "naive_users_per_s": naive_rate,
             "speedup": batched_rate / naive_rate, "identical_results": same / n_naive,
-            "wall_over_forward": batched_seconds / forward_seconds[0],
+            "wall_over_forward": batched_seconds / forwards.seconds,
             "invalid_rate": invalid_rate(batched, module.sid_table.n_items)}
 
 
@@ -118,19 +134,17 @@ class _StepTimer(L.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def relative_cost(models: dict, datamodule, stage: EvalStage, steps: int = 10, n_users: int = 256,
-                  rounds: int = 3, k: int = 20) -> dict[str, dict]:
-    """Per model: median seconds per training step (bare loop, copies of the models) and per test user."""
+def train_step_cost(models: dict, datamodule, steps: int = 10, rounds: int = 3) -> dict[str, float]:
+    """Median seconds per training step (loss, backward, AdamW) of each model on the same batches.
+
+    Copies of the models are timed in alternating rounds, so a busy machine slows them alike.
+    """
     batches = [b for _, b in zip(range(steps + 1), datamodule.train_dataloader())]
-    first = next(iter(models.values()))
-    x = torch.as_tensor(pad_left(stage.inputs(first.config.max_items)[:n_users]))
-    ex = torch.as_tensor(pad_left(stage.histories[:n_users]))
     copies = {name: copy.deepcopy(m).train() for name, m in models.items()}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in copies.items()}
-    train, infer = {name: [] for name in models}, {name: [] for name in models}
+    times = {name: [] for name in models}
     for _ in range(rounds):
         for name, module in copies.items():
-            module.train()
             for i, batch in enumerate(batches):
                 if i == 1:                                   # the first step warms up
                     start = time.perf_counter()
@@ -138,12 +152,31 @@ def relative_cost(models: dict, datamodule, stage: EvalStage, steps: int = 10, n
                 optimizers[name].zero_grad(set_to_none=True)
                 loss.backward()
                 optimizers[name].step()
-            train[name].append((time.perf_counter() - start) / steps)
-            module.eval()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+@torch.no_grad()
+def inference_cost(models: dict, stage: EvalStage, n_users: int = 256, rounds: int = 3, k: int = 20,
+                   max_items: int | None = None) -> dict[str, float]:
+    """Median seconds per recommended user (top-``k`` beam search) of each model, alternating rounds.
+
+    ``max_items`` times prompts of another length than the models were trained on (a copy of
+    each model reads that many history items): only the cost is meaningful then.
+    """
+    copies = {}
+    for name, m in models.items():
+        copies[name] = c = copy.deepcopy(m).eval()
+        if max_items is not None:
+            c.config = replace(c.config, max_items=max_items)
+    n_items = max_items or next(iter(copies.values())).config.max_items
+    x = torch.as_tensor(pad_left(stage.inputs(n_items)[:n_users]))
+    ex = torch.as_tensor(pad_left(stage.histories[:n_users]))
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, module in copies.items():
             start = time.perf_counter()
-            with torch.no_grad():
-                for lo in range(0, len(x), 128):
-                    module.rank_topk(x[lo:lo + 128], ex[lo:lo + 128], k)
-            infer[name].append((time.perf_counter() - start) / len(x))
-    return {name: {"train_step_s": float(np.median(train[name])), "infer_per_user_s": float(np.median(infer[name]))}
-            for name in models}
+            for lo in range(0, len(x), 128):
+                module.rank_topk(x[lo:lo + 128], ex[lo:lo + 128], k)
+            times[name].append((time.perf_counter() - start) / len(x))
+    return {name: float(np.median(t)) for name, t in times.items()}

@@ -23,9 +23,11 @@ after the previous step ran. ``think_forward`` therefore runs:
    A 4-D attention mask lets branch j see the history tokens before item j and its own
    earlier branch tokens, nothing else; its positions continue from item j-1, exactly the
    positions those tokens get at inference.
-3. With latent feedback the branch stages run one after another (2L cached passes, each
-   over all branches at once), so every thinking input is the real hidden state. Pause
-   tokens do not depend on hidden states, so all stages go in one pass with the same mask.
+3. With latent feedback the input of t_l is the hidden state of s_{l-1}, which exists only
+   after the pass that computed it, so the branches run as L cached passes, each over all
+   branches at once: pass l feeds ``t_l s_l`` (s_l is a known token and attends to t_l
+   inside the same pass). Every thinking input is thus the real hidden state. Pause tokens
+   do not depend on hidden states, so all stages go in one pass with the same mask.
 
 Inference runs the thinking steps inside every beam of the constrained beam search
 (``decode_step``, the ``step_fn`` of ``beam_search.constrained_beam_search``): the beam width does not grow.
@@ -155,27 +157,27 @@ class S2GR(GenerativeRecommender):
         bias = self._branch_bias(mask, before, out.last_hidden_state.dtype)
         embed = self.model.get_input_embeddings()
         stage_hidden, attentions = [], []
-        if self.config.thinking == "latent":
-            previous = _rows(out.last_hidden_state, before)                                   # (B, n, H)
-            for s in range(self.n_stages):
-                x = self.thinking_input(previous, s // 2) if s % 2 == 0 else embed(tokens[:, :, s // 2])
-                o = base(inputs_embeds=x, attention_mask=bias[:, :, s * n:(s + 1) * n, :S0 + (s + 1) * n],
-                         position_ids=start + 1 + s, past_key_values=cache, use_cache=True, **extra)
-                previous = o.last_hidden_state
-                stage_hidden.append(previous)
-                if output_attentions:
-                    attentions.append(list(o.attentions))
-        else:                                                   # pause tokens: inputs known in advance
-            xs = [self.thinking_input(_rows(out.last_hidden_state, before), s // 2) if s % 2 == 0
-                  else embed(tokens[:, :, s // 2]) for s in range(self.n_stages)]
-            pos = torch.cat([start + 1 + s for s in range(self.n_stages)], dim=1)
-            o = base(inputs_embeds=torch.cat(xs, dim=1), attention_mask=bias, position_ids=pos,
-                     past_key_values=cache, use_cache=True, **extra)
-            stage_hidden = list(o.last_hidden_state.split(n, dim=1))
+        previous = _rows(out.last_hidden_state, before)                                   # (B, n, H)
+        for group in self._stage_groups():
+            x = torch.cat([self.thinking_input(previous, s // 2) if s % 2 == 0 else embed(tokens[:, :, s // 2])
+                           for s in group], dim=1)
+            lo, hi = group[0] * n, (group[-1] + 1) * n
+            o = base(inputs_embeds=x, attention_mask=bias[:, :, lo:hi, :S0 + hi],
+                     position_ids=torch.cat([start + 1 + s for s in group], dim=1), past_key_values=cache,
+                     use_cache=True, **extra)
+            hidden = o.last_hidden_state.split(n, dim=1)
+            stage_hidden.extend(hidden)
+            previous = hidden[-1]
             if output_attentions:
-                attentions = [[a[:, :, s * n:(s + 1) * n] for a in o.attentions] for s in range(self.n_stages)]
+                attentions.extend([a[:, :, i * n:(i + 1) * n] for a in o.attentions] for i in range(len(group)))
         logits = self.model.get_output_embeddings()(out.last_hidden_state) if plain_logits else None
         return Branches(stage_hidden, tokens, valid, items, logits, labels[0] if labels else None, attentions or None)
+
+    def _stage_groups(self) -> list[range]:
+        """Stages that can share one forward: ``t_l s_l`` pairs (latent), or all stages (pause)."""
+        if self.config.thinking == "pause":
+            return [range(self.n_stages)]
+        return [range(s, s + 2) for s in range(0, self.n_stages, 2)]
 
     def last_branch(self, window: torch.Tensor, output_attentions: bool = False) -> Branches:
         """Thinking branch of each window's last item only (evaluation, brute force, attention)."""
@@ -234,16 +236,17 @@ class S2GR(GenerativeRecommender):
         return torch.as_tensor(self.vocab.offsets, device=self.item_tokens.device)
 
     # ------------------------------------------------------------------ inference
-    def decode_step(self, model, input_ids, attention_mask, position_ids, cache, depth):
-        """One beam-search step: feed the chosen code, then think before the next semantic level."""
+    def decode_step(self, model, input_ids, tree, cache, depth):
+        """One beam-search step: feed the prompt or each beam's chosen code, then think before the next level."""
         base = model.base_model
-        out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   past_key_values=cache, use_cache=True)
-        h, cache = out.last_hidden_state[:, -1:], out.past_key_values
-        if depth < self.levels:
-            mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-            out = base(inputs_embeds=self.thinking_input(h, depth), attention_mask=mask,
-                       position_ids=position_ids[:, -1:] + 1, past_key_values=cache, use_cache=True)
+        mask, positions = tree.prompt() if depth == 0 else tree.round()
+        out = base(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True)
+        h, cache = out.last_hidden_state[:, -tree.width:], out.past_key_values
+        if depth < self.levels:                          # t_{depth+1}: one thinking token per beam
+            mask, positions = tree.round()
+            out = base(inputs_embeds=self.thinking_input(h, depth), attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True)
             h = out.last_hidden_state
         return model.get_output_embeddings()(h), cache
 

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import lightning as L
@@ -162,26 +162,40 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
                        seconds, checkpoint.best_model_path)
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
-                                       "epochs": result.epochs, "seconds": seconds})
+                                       "epochs": result.epochs, "seconds": seconds, "settings": settings_of(module)})
     return result
+
+
+def settings_of(module) -> dict | None:
+    """The module's class and config as plain JSON values (what a checkpoint was trained with)."""
+    config = getattr(module, "config", None)
+    if not is_dataclass(config):
+        return None
+    return json.loads(json.dumps({"class": type(module).__name__, **asdict(config)}))
 
 
 def fits_from_checkpoints(make_module, run_name: str, seeds, runs_dir: str | Path | None = None) -> dict[int, FitResult]:
     """Fits an earlier notebook already made (``runs/checkpoints/<run_name>/seed<s>``), by seed.
 
-    Seeds without a checkpoint are left out, so ``train_seeds(..., reuse=found)`` trains only
-    those. Curves and times come back when the run saved them (``fit.json``).
+    Seeds without a checkpoint, or whose ``fit.json`` does not record the very settings of
+    ``make_module()`` (another config, or none recorded), are left out with a note, so
+    ``train_seeds(..., reuse=found)`` trains only those. Curves and times come back too.
     """
     found = {}
     for seed in seeds:
         ckpt = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name / f"seed{seed}" / "best.ckpt"
         if not ckpt.exists():
             continue
-        module = make_module()
-        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-        module.eval()
         meta_path = ckpt.parent / "fit.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        module = make_module()
+        wanted = settings_of(module)
+        if meta.get("settings") != wanted:
+            changed = sorted(k for k in (wanted or {}) if (meta.get("settings") or {}).get(k) != wanted[k])
+            print(f"{run_name}/seed{seed}: checkpoint made with other settings ({', '.join(changed)}); training anew")
+            continue
+        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+        module.eval()
         found[seed] = FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
                                 meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt))
     return found

@@ -1,4 +1,6 @@
 """Qwen3 backbone, SID vocabulary, constrained beam search and TIGER-mini."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ import torch
 from minirec import metrics
 from minirec.backbone import SIDVocabularyError, SIDVocabulary, build_text_tokenizer, load_backbone, tiny_config
 from minirec.baselines import Popularity
-from minirec.beam_search import (SIDTrie, brute_force_scores, constrained_beam_search, naive_beam_search,
+from minirec.beam_search import (SIDTrie, brute_force_scores, constrained_beam_search, naive_beam_search, plain_step,
                                  transformers_beam_search)
 from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, GenRecConfig
@@ -14,7 +16,7 @@ from minirec.profiles import get_profile, seed_everything
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.semantic_ids import SIDTable, build_sid_table, deduplicate
 from minirec.synthetic import planted_embeddings
-from minirec.training import SequenceDataModule, fit
+from minirec.training import SequenceDataModule, fit, fits_from_checkpoints
 
 TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 
@@ -65,13 +67,13 @@ def test_no_invalid_sid_even_when_the_model_wants_one(tiny):
     for d in range(vocab.depth):
         valid_tokens |= {vocab.offsets[d] + c for c in np.unique(codes[:, d])}
 
-    def adversarial_step(m, ids, mask, pos, cache, depth):
-        out = m(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-        logits = out.logits.clone()
+    def adversarial_step(m, ids, tree, cache, depth):
+        logits, cache = plain_step(m, ids, tree, cache, depth)
+        logits = logits.clone()
         push = torch.ones(logits.shape[-1], dtype=torch.bool)
         push[list(valid_tokens)] = False
         logits[..., push] += 1e4                     # all the mass on tokens no catalogue prefix allows
-        return logits, out.past_key_values
+        return logits, cache
 
     p, mask = prompts(vocab)
     exclude = torch.tensor([[0, 1, 2, 3], [4, 5, -1, -1]])
@@ -132,7 +134,7 @@ def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path):
                           text_vocab_size=50, backbone_overrides=dict(hidden_size=64, intermediate_size=128, head_dim=16))
     model = GenerativeRecommender(config, table, synthetic.items["text"].tolist())
     dm = SequenceDataModule(split, max_len=10, batch_size=32)
-    fit(model, dm, get_profile("smoke", max_epochs=8, patience=8), "tiger-test", runs_dir=tmp_path)
+    fit(model, dm, get_profile("smoke", max_epochs=8, patience=8), "tiger-test/seed0", runs_dir=tmp_path)
     tiger = metrics.evaluate(model, split.test, max_len=10)
     pop = metrics.evaluate(Popularity(split), split.test)
     assert tiger["ndcg@10"].mean() > pop["ndcg@10"].mean() + 0.15
@@ -144,3 +146,9 @@ def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path):
     other = SIDTable(np.roll(table.codes, 1, axis=0), table.codebook_size, table.settings)
     with pytest.raises(SIDVocabularyError, match="another SID table"):
         GenerativeRecommender.from_pretrained(tmp_path / "saved", sid_table=other)
+    # a later notebook reuses the checkpoint only when it was trained with the very same settings
+    make = lambda **c: GenerativeRecommender(replace(config, **c), table, synthetic.items["text"].tolist())  # noqa: E731
+    reused = fits_from_checkpoints(make, "tiger-test", [0, 1], runs_dir=tmp_path)
+    assert list(reused) == [0] and reused[0].epochs == 8 and len(reused[0].curves) == 8
+    assert torch.equal(reused[0].module.beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
+    assert fits_from_checkpoints(lambda: make(lr=1e-3), "tiger-test", [0], runs_dir=tmp_path) == {}
