@@ -190,9 +190,11 @@ def fits_from_checkpoints(make_module, run_name: str, seeds, runs_dir: str | Pat
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         module = make_module()
         wanted = settings_of(module)
-        if meta.get("settings") != wanted:
-            changed = sorted(k for k in (wanted or {}) if (meta.get("settings") or {}).get(k) != wanted[k])
-            print(f"{run_name}/seed{seed}: checkpoint made with other settings ({', '.join(changed)}); training anew")
+        saved = meta.get("settings")
+        if saved != wanted:
+            why = ("it records no settings" if saved is None else "made with other settings: "
+                   + ", ".join(sorted(k for k in wanted or {} if saved.get(k) != wanted[k])))
+            print(f"{run_name}/seed{seed}: checkpoint not reused ({why}); training anew")
             continue
         module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
         module.eval()
