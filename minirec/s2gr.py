@@ -7,12 +7,18 @@ code). S²GR puts one *thinking step* before each semantic code::
 
 A thinking step is not a vocabulary token. Its input embedding is the backbone's own last
 hidden state at the previous position plus a learned level vector p_l (*latent feedback*);
-in the *pause* ablation it is p_l alone. The output hidden state at t_l predicts s_l, and
+in the *pause* ablation it is p_l alone. The hidden state goes back in through a learned
+RMSNorm that starts at the token embeddings' scale (``feedback_norm``, see ``__init__``). The output hidden state at t_l predicts s_l, and
 an alignment loss ties it to the codebook: k-means groups each level's K codewords into
 Kc clusters with unit centres c_{l,k}, a projection W maps t_l into codebook space, and
 
     L_align_l = -log softmax_k( cos(W t_l, c_{l,k}) / τ )[cluster of the target's code l]
-    L = L_rec + align_weight * Σ_l L_align_l
+    L = L_rec + align_weight * Σ_l L_align_l  (+ reg_weight * (L_interest + L_reg))
+
+Optional first-step regulariser (``reg_weight > 0``): an interest head maps the hidden state
+the branch starts from to a vector v_g, trained by InfoNCE to point at the mean of the
+target's SID-token embeddings (other targets of the batch as negatives, L_interest), and
+L_reg = 1 - cos(t_1, stopgrad(v_g)) pulls the first thinking step towards it.
 
 Training exactly as inference computes it. Every item of a training window is a target,
 and each needs its own thinking steps, whose inputs are hidden states that exist only
@@ -53,10 +59,12 @@ THINKING = ("latent", "pause")
 @dataclass
 class S2GRConfig(GenRecConfig):
     thinking: str = "latent"        # latent: h_prev + p_l (S²GR) | pause: p_l alone (learnable pause tokens)
+    feedback_norm: bool = False     # latent: bring h_prev to the token embeddings' scale (learned RMSNorm) first
     align_weight: float = 1.0       # weight of Σ_l L_align_l; 0 = the no-alignment ablation
     n_clusters: int = 8             # Kc: clusters of each level's codewords
     temperature: float = 0.1        # τ of the prototype contrast
     think_targets: int | None = 6   # targets per training window that get thinking branches (None = all)
+    reg_weight: float = 0.0         # weight of the first-step regulariser (InfoNCE interest + 1 - cos); 0 = off
     plain_weight: float = 1.0       # weight of TIGER's next-token loss on the plain history pass (all targets)
     cluster_seed: int = 0
 
@@ -82,6 +90,7 @@ class Branches:
     stage_hidden: list[torch.Tensor]   # per stage t1, s1, t2, ..., sL: (B, n, H) last hidden states
     tokens: torch.Tensor               # (B, n, P) the target items' SID tokens
     valid: torch.Tensor                # (B, n) which branches are real targets
+    context: torch.Tensor              # (B, n, H) the hidden state each branch starts from (before t1)
     items: torch.Tensor                # (B, n) the target items
     plain_logits: torch.Tensor | None  # (B, S0, V) plain-pass logits when asked for
     plain_labels: torch.Tensor | None  # (B, S0) TIGER's next-token labels of the plain pass, with the logits
@@ -102,11 +111,21 @@ class S2GR(GenerativeRecommender):
         super().__init__(config, sid_table, texts, model, tokenizer)
         hidden = self.model.config.hidden_size
         self.levels = sid_table.levels
-        self.level_vectors = nn.Parameter(torch.randn(self.levels, hidden) * self.model.config.initializer_range)
+        init = self.model.config.initializer_range
+        self.level_vectors = nn.Parameter(torch.randn(self.levels, hidden) * init)
+        # A last hidden state is ~10x longer than a token embedding once trained (it leaves the final
+        # RMSNorm). Fed back raw, it swamps p_l and the residual stream, and the thinking step's
+        # output stays close to its input. A learned RMSNorm, started at the embeddings' scale,
+        # feeds it back at the scale the layers expect. (feedback_norm=False: h_prev + p_l as is.)
+        self.feedback_norm = None
+        if config.feedback_norm and config.thinking == "latent":
+            self.feedback_norm = nn.RMSNorm(hidden, eps=self.model.config.rms_norm_eps)
+            nn.init.constant_(self.feedback_norm.weight, self._embedding_rms())
         assign, centres = codeword_clusters(sid_table.codebooks, config.n_clusters, config.cluster_seed)
         self.register_buffer("code_cluster", torch.as_tensor(assign), persistent=False)            # (L, K)
         self.register_buffer("centres", F.normalize(torch.as_tensor(centres), dim=-1), persistent=False)
         self.project = nn.Linear(hidden, centres.shape[-1], bias=False)
+        self.interest = nn.Linear(hidden, hidden, bias=False) if config.reg_weight > 0 else None
 
     @property
     def n_stages(self) -> int:
@@ -118,7 +137,14 @@ class S2GR(GenerativeRecommender):
         p = self.level_vectors[level]
         if self.config.thinking == "pause":
             return p.expand(*previous.shape[:-1], -1) if previous is not None else p
+        if self.feedback_norm is not None:
+            previous = self.feedback_norm(previous)
         return previous + p
+
+    @torch.no_grad()
+    def _embedding_rms(self) -> float:
+        """Root-mean-square entry of the input embedding rows (the scale a thinking input should have)."""
+        return self.model.get_input_embeddings().weight.float().pow(2).mean().sqrt().item()
 
     # ------------------------------------------------------------------ teacher-forced branches
     def _branch_bias(self, mask: torch.Tensor, before: torch.Tensor, dtype) -> torch.Tensor:
@@ -157,7 +183,7 @@ class S2GR(GenerativeRecommender):
         bias = self._branch_bias(mask, before, out.last_hidden_state.dtype)
         embed = self.model.get_input_embeddings()
         stage_hidden, attentions = [], []
-        previous = _rows(out.last_hidden_state, before)                                   # (B, n, H)
+        previous = context = _rows(out.last_hidden_state, before)                         # (B, n, H)
         for group in self._stage_groups():
             x = torch.cat([self.thinking_input(previous, s // 2) if s % 2 == 0 else embed(tokens[:, :, s // 2])
                            for s in group], dim=1)
@@ -171,7 +197,7 @@ class S2GR(GenerativeRecommender):
             if output_attentions:
                 attentions.extend([a[:, :, i * n:(i + 1) * n] for a in o.attentions] for i in range(len(group)))
         logits = self.model.get_output_embeddings()(out.last_hidden_state) if plain_logits else None
-        return Branches(stage_hidden, tokens, valid, items, logits, labels[0] if labels else None, attentions or None)
+        return Branches(stage_hidden, tokens, valid, context, items, logits, labels[0] if labels else None, attentions or None)
 
     def _stage_groups(self) -> list[range]:
         """Stages that can share one forward: ``t_l s_l`` pairs (latent), or all stages (pause)."""
@@ -219,6 +245,9 @@ class S2GR(GenerativeRecommender):
             align = align + term
         terms["align"] = align
         loss = rec + self.config.align_weight * align
+        if self.config.reg_weight > 0:
+            terms["interest"], terms["first_step"] = self.first_step_terms(b)
+            loss = loss + self.config.reg_weight * (terms["interest"] + terms["first_step"])
         if self.config.plain_weight > 0:
             plain = F.cross_entropy(b.plain_logits[:, :-1].flatten(0, 1).float(), b.plain_labels[:, 1:].flatten(),
                                     ignore_index=-100)
@@ -226,6 +255,18 @@ class S2GR(GenerativeRecommender):
             loss = loss + self.config.plain_weight * plain
         terms["loss"] = loss
         return terms
+
+    def first_step_terms(self, b: Branches) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE of the interest vector v_g against the targets' mean SID embeddings, and 1 - cos(t1, sg(v_g))."""
+        items = b.items[b.valid]
+        v = self.interest(b.context[b.valid])                                              # (m, H)
+        goal = self.model.get_input_embeddings()(b.tokens[b.valid][:, :self.levels]).mean(1).detach()
+        sim = F.normalize(v, dim=-1).float() @ F.normalize(goal, dim=-1).float().T / self.config.temperature
+        twin = (items[:, None] == items[None, :]) & ~torch.eye(len(items), dtype=torch.bool, device=items.device)
+        sim = sim.masked_fill(twin, torch.finfo(sim.dtype).min)          # the same item twice is not a negative
+        interest = F.cross_entropy(sim, torch.arange(len(items), device=items.device))
+        reg = 1 - F.cosine_similarity(b.stage_hidden[0][b.valid].float(), v.detach().float(), dim=-1).mean()
+        return interest, reg
 
     def sid_table_codes(self, items: torch.Tensor) -> torch.Tensor:
         """SID codes (.., P) of item indices (padding rows give item 0's codes; mask them)."""

@@ -228,3 +228,13 @@ def shuffled_sid_table(table: SIDTable, dataset: SequenceDataset, seed: int = 0)
     perm = np.random.default_rng(seed).permutation(table.n_items)
     settings = dict(table.settings, shuffled_seed=seed)
     return SIDTable(table.codes[perm].copy(), table.codebook_size, settings, table.codebooks)
+
+
+def item_id_table(dataset: SequenceDataset) -> SIDTable:
+    """One code per item, K = catalogue size: SASRec's item-ID tokenisation written as an SID table.
+
+    No two items share a token, so nothing is learnt through shared prefixes: a diagnostic of
+    what the SID tokenisation itself costs or buys, with everything else held fixed.
+    """
+    codes = np.arange(dataset.n_items, dtype=np.int64)[:, None]
+    return SIDTable.from_codes(codes, dataset.n_items, {"quantizer": "item-ids"}, dataset)

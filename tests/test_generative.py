@@ -14,7 +14,7 @@ from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, GenRecConfig
 from minirec.profiles import get_profile, seed_everything
 from minirec.quantizers import QuantizerConfig, RQKMeans
-from minirec.semantic_ids import SIDTable, build_sid_table, deduplicate
+from minirec.semantic_ids import SIDTable, build_sid_table, deduplicate, item_id_table
 from minirec.synthetic import planted_embeddings
 from minirec.training import SequenceDataModule, fit, fits_from_checkpoints
 
@@ -152,3 +152,18 @@ def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path):
     assert list(reused) == [0] and reused[0].epochs == 8 and len(reused[0].curves) == 8
     assert torch.equal(reused[0].module.beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
     assert fits_from_checkpoints(lambda: make(lr=1e-3), "tiger-test", [0], runs_dir=tmp_path) == {}
+
+
+def test_item_id_tokens_are_one_token_per_item(synthetic):
+    table = item_id_table(synthetic)
+    assert table.levels == 1 and table.codebook_size == synthetic.n_items and table.dedup_size == 1
+    torch.manual_seed(0)
+    model = GenerativeRecommender(GenRecConfig(max_items=6, text_vocab_size=50, backbone_overrides=TINY),
+                                  table, synthetic.items["text"].tolist()).eval()
+    split = leave_one_out(synthetic)
+    history = torch.as_tensor(split.test.histories[0][-6:])
+    items, _ = model.beam_search(history[None], history[None], 5, beam_width=synthetic.n_items)
+    prompt, mask, _ = model.encode_histories(history[None])
+    brute = brute_force_scores(model.model, model.vocab, table.codes, prompt[0][mask[0] > 0])
+    brute[history] = -torch.inf                                           # the history is excluded
+    assert torch.equal(items[0], brute.topk(5).indices)

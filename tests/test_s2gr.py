@@ -31,6 +31,8 @@ def make(synthetic, table, seed=0, **overrides):
     model = S2GR(config, table, synthetic.items["text"].tolist()).eval()
     with torch.no_grad():                      # large level vectors, so a wrong wiring cannot hide
         model.level_vectors.normal_(0, 1)
+        if model.feedback_norm is not None:    # and feedback of the same size
+            model.feedback_norm.weight.fill_(1.0)
     return model
 
 
@@ -92,6 +94,11 @@ def test_latent_feedback_is_real(synthetic, table):
     h = torch.randn(1, 1, 32, requires_grad=True)
     x = model.thinking_input(h, 0)
     assert not torch.equal(x, model.thinking_input(h + 0.5, 0))                 # input follows the hidden state
+    torch.testing.assert_close(x, h + model.level_vectors[0])                  # raw feedback by default
+    # feedback_norm: fed back at the embeddings' scale, so a 50x longer hidden state gives the same input
+    normed = make(synthetic, table, feedback_norm=True)
+    torch.testing.assert_close(normed.thinking_input(50 * h, 0), normed.thinking_input(h, 0), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(normed.thinking_input(h, 0), normed.thinking_input(h + 0.5, 0))
     # through the model: the thinking step's output (and so the code logits) follow the previous hidden state
     ids, mask, pos = model.encode_histories(torch.tensor([[3, 4, 5]]))
     out = model.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
@@ -165,6 +172,30 @@ def test_variants_run_and_bad_settings_are_clear_errors(synthetic, table):
     bare = SIDTable(table.codes, table.codebook_size, table.settings)                  # no codebook vectors
     with pytest.raises(ValueError, match="has none"):
         S2GR(S2GRConfig(), bare, ["x"])
+
+
+def test_first_step_regulariser(synthetic, table):
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:8]]))
+    batch = (window[:, :-1], window[:, 1:])
+    assert make(synthetic, table).interest is None                       # off by default: no extra weights
+    model = make(synthetic, table, reg_weight=0.5).train()
+    terms = model.loss_terms(batch)
+    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["align"] + terms["plain"]
+                               + 0.5 * (terms["interest"] + terms["first_step"]))
+    terms["first_step"].backward()                                       # 1 - cos(t1, stopgrad(v_g)):
+    assert model.interest.weight.grad is None or not model.interest.weight.grad.any()   # v_g is not moved
+    assert model.level_vectors.grad.abs().sum() > 0                      # t1 is
+    # the interest vector learns to point at the target's SID embeddings (InfoNCE falls)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        optimiser.zero_grad()
+        t = model.loss_terms(batch)
+        first = first if first is not None else t["interest"].item()
+        (t["interest"] + t["first_step"]).backward()
+        optimiser.step()
+    assert t["interest"].item() < 0.5 * first and t["first_step"].item() < 0.5
 
 
 def test_codeword_clusters_group_nearby_codewords():
