@@ -7,10 +7,11 @@ code). S²GR puts one *thinking step* before each semantic code::
 
 A thinking step is not a vocabulary token. Its input embedding is the backbone's own last
 hidden state at the previous position plus a learned level vector p_l (*latent feedback*);
-in the *pause* ablation it is p_l alone. The hidden state goes back in through a learned
-RMSNorm that starts at the token embeddings' scale (``feedback_norm``, see ``__init__``). The output hidden state at t_l predicts s_l, and
-an alignment loss ties it to the codebook: k-means groups each level's K codewords into
-Kc clusters with unit centres c_{l,k}, a projection W maps t_l into codebook space, and
+in the *pause* ablation it is p_l alone. With ``feedback_norm=True`` the hidden state first
+passes through a learned RMSNorm started at the token embeddings' scale. The output hidden
+state at t_l predicts s_l, and an alignment loss ties it to the codebook: k-means groups
+each level's K codewords into Kc clusters with unit centres c_{l,k}, a projection W maps
+t_l into codebook space, and
 
     L_align_l = -log softmax_k( cos(W t_l, c_{l,k}) / τ )[cluster of the target's code l]
     L = L_rec + align_weight * Σ_l L_align_l  (+ reg_weight * (L_interest + L_reg))
@@ -113,7 +114,7 @@ class S2GR(GenerativeRecommender):
         self.levels = sid_table.levels
         init = self.model.config.initializer_range
         self.level_vectors = nn.Parameter(torch.randn(self.levels, hidden) * init)
-        # A last hidden state is ~10x longer than a token embedding once trained (it leaves the final
+        # A last hidden state is ~13x longer than a token embedding once trained (it leaves the final
         # RMSNorm). Fed back raw, it swamps p_l and the residual stream, and the thinking step's
         # output stays close to its input. A learned RMSNorm, started at the embeddings' scale,
         # feeds it back at the scale the layers expect. (feedback_norm=False: h_prev + p_l as is.)
@@ -197,7 +198,8 @@ class S2GR(GenerativeRecommender):
             if output_attentions:
                 attentions.extend([a[:, :, i * n:(i + 1) * n] for a in o.attentions] for i in range(len(group)))
         logits = self.model.get_output_embeddings()(out.last_hidden_state) if plain_logits else None
-        return Branches(stage_hidden, tokens, valid, context, items, logits, labels[0] if labels else None, attentions or None)
+        return Branches(stage_hidden, tokens, valid, context, items, logits, labels[0] if labels else None,
+                        attentions or None)
 
     def _stage_groups(self) -> list[range]:
         """Stages that can share one forward: ``t_l s_l`` pairs (latent), or all stages (pause)."""
