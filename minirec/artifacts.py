@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"            # user-provided raw data and caches (git-ignored)
 FIGURES_DIR = REPO_ROOT / "figures"      # committed figures and the results table
 RUNS_DIR = REPO_ROOT / "runs"            # executed notebooks, checkpoints (git-ignored)
+REUSE_LOG_ENV = "MINIREC_REUSE_LOG"      # set by the main job: the file where notebooks list reused checkpoints
 
 
 @contextmanager

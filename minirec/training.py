@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .artifacts import RUNS_DIR, write_json
+from .artifacts import REUSE_LOG_ENV, RUNS_DIR, write_json
 from .data import EvalStage, LeaveOneOutSplit, MAX_HISTORY, pad_left, training_windows
 from .metrics import topk_metrics
 from .profiles import Profile
@@ -200,7 +201,16 @@ def fits_from_checkpoints(make_module, run_name: str, seeds, runs_dir: str | Pat
         module.eval()
         found[seed] = FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
                                 meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt))
+        _log_reuse(run_name, seed, found[seed].seconds)
     return found
+
+
+def _log_reuse(run_name: str, seed: int, seconds: float) -> None:
+    """Tell the main job (``MINIREC_REUSE_LOG``) which training a reused checkpoint saved."""
+    path = os.environ.get(REUSE_LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"run": run_name, "seed": int(seed), "seconds": float(seconds)}) + "\n")
 
 
 @dataclass

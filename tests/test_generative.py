@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from minirec import metrics
+from minirec.artifacts import REUSE_LOG_ENV
 from minirec.backbone import SIDVocabularyError, SIDVocabulary, build_text_tokenizer, load_backbone, tiny_config
 from minirec.baselines import Popularity
 from minirec.beam_search import (SIDTrie, brute_force_scores, constrained_beam_search, naive_beam_search, plain_step,
                                  transformers_beam_search)
 from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, GenRecConfig
+from minirec.pipeline import reused_checkpoints
 from minirec.profiles import get_profile, seed_everything
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.semantic_ids import SIDTable, build_sid_table, deduplicate, item_id_table
@@ -125,7 +127,7 @@ def test_pretrained_checkpoint_path_keeps_rows(tmp_path):
     assert vocab.offsets[0] >= len(tok) and tok2.convert_ids_to_tokens(vocab.offsets[1] + 3) == "<b_3>"
 
 
-def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path):
+def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path, monkeypatch):
     split = leave_one_out(synthetic)
     table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
                             synthetic)
@@ -148,10 +150,15 @@ def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path):
         GenerativeRecommender.from_pretrained(tmp_path / "saved", sid_table=other)
     # a later notebook reuses the checkpoint only when it was trained with the very same settings
     make = lambda **c: GenerativeRecommender(replace(config, **c), table, synthetic.items["text"].tolist())  # noqa: E731
+    log = tmp_path / "reused.jsonl"
+    monkeypatch.setenv(REUSE_LOG_ENV, str(log))
     reused = fits_from_checkpoints(make, "tiger-test", [0, 1], runs_dir=tmp_path)
     assert list(reused) == [0] and reused[0].epochs == 8 and len(reused[0].curves) == 8
     assert torch.equal(reused[0].module.beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
     assert fits_from_checkpoints(lambda: make(lr=1e-3), "tiger-test", [0], runs_dir=tmp_path) == {}
+    # the main job learns which training the reuse saved (only the reused seed, with its recorded time)
+    assert reused_checkpoints(str(log)) == {("tiger-test", 0): pytest.approx(reused[0].seconds)}
+    assert reused[0].seconds > 0
 
 
 def test_item_id_tokens_are_one_token_per_item(synthetic):
