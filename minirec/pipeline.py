@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -56,11 +57,12 @@ def reused_checkpoints(log: str) -> dict[tuple[str, int], float]:
         for line in f:
             entry = json.loads(line)
             seconds = entry["seconds"]
-            out[(entry["run"], entry["seed"])] = seconds if seconds == seconds else 0.0   # nan: not recorded
+            out[(entry["run"], entry["seed"])] = seconds if math.isfinite(seconds) else 0.0   # nan: not recorded
     return out
 
 
 def runtime_row(wall: float, reused: float) -> dict[str, list[float]]:
+    """The runtime table's columns: wall time, training the reused checkpoints saved, and their sum."""
     return {"wall_seconds": [wall], "reused_training_seconds": [reused], "without_checkpoints_seconds": [wall + reused]}
 
 
@@ -80,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         print(f"[minirec] {nb.name} ({args.profile}) ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            os.environ[REUSE_LOG_ENV] = log = os.path.join(tmp, "reused.jsonl")
-            execute(nb, args.profile, args.figures_dir, args.out_dir)
+            os.environ[REUSE_LOG_ENV] = log = os.path.join(tmp, "reused.jsonl")   # the kernel inherits it
+            try:
+                execute(nb, args.profile, args.figures_dir, args.out_dir)
+            finally:
+                del os.environ[REUSE_LOG_ENV]       # never left pointing at a deleted folder
             reused = reused_checkpoints(log)
         seconds = time.perf_counter() - start
         saved = sum(reused.values())
@@ -92,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         ResultsTable(args.figures_dir).record("-", nb.stem, runtime_row(seconds, saved), args.profile,
                                               seeds=[0], table="runtime")
-    os.environ.pop(REUSE_LOG_ENV, None)
     if not args.only:
         ResultsTable(args.figures_dir).record("-", "main job", runtime_row(job_wall, job_reused), args.profile,
                                               seeds=[0], table="runtime")
