@@ -20,6 +20,18 @@ DATA_DIR = REPO_ROOT / "data"            # user-provided raw data and caches (gi
 FIGURES_DIR = REPO_ROOT / "figures"      # committed figures and the results table
 RUNS_DIR = REPO_ROOT / "runs"            # executed notebooks, checkpoints (git-ignored)
 REUSE_LOG_ENV = "MINIREC_REUSE_LOG"      # set by the main job: the file where notebooks list reused checkpoints
+RUNS_DIR_ENV = "MINIREC_RUNS_DIR"        # overrides RUNS_DIR (the tests point it at a temporary folder)
+CACHE_DIR_ENV = "MINIREC_CACHE_DIR"      # overrides data/cache (SID tables, embeddings)
+
+
+def runs_dir() -> Path:
+    """Where checkpoints go: ``$MINIREC_RUNS_DIR`` if set, else ``runs/``."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or RUNS_DIR)
+
+
+def cache_dir(kind: str) -> Path:
+    """The cache folder of one kind (``sids``, ``embeddings``): ``$MINIREC_CACHE_DIR/<kind>`` or ``data/cache/<kind>``."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or DATA_DIR / "cache") / kind
 
 
 @contextmanager
@@ -35,6 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)                 # mkstemp makes 0600; artifacts are for everyone to read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from .beam_search import constrained_beam_search, naive_beam_search
 from .data import EvalStage, pad_left
+from .profiles import Profile
 from .training import quiet_lightning
 
 
@@ -90,9 +91,14 @@ def _tokens(module, batch) -> int:
     return int((module.window_of(batch) >= 0).sum()) * module.tokens_per_item
 
 
-def training_throughput(module, datamodule, steps: int = 30, warmup: int = 3) -> dict:
-    """Tokens/s of Lightning's loop and of a bare loop on the same batches (copies of the module)."""
+def training_throughput(module, datamodule, profile: Profile, steps: int = 30, warmup: int = 3) -> dict:
+    """Tokens/s of Lightning's loop and of a bare loop on the same batches (copies of the module).
+
+    Both use the profile's recipe for the module's family and Lightning the profile's
+    accelerator, devices and precision; the bare loop runs where the module's weights are.
+    """
     quiet_lightning()
+    module.recipe = profile.recipe(module.family)
     loader = datamodule.train_dataloader()
     batches = [b for _, b in zip(range(steps + warmup), loader)]
     tokens = sum(_tokens(module, b) for b in batches[warmup:])
@@ -110,9 +116,9 @@ def training_throughput(module, datamodule, steps: int = 30, warmup: int = 3) ->
 
     lit = copy.deepcopy(module).train()
     timer = _StepTimer(warmup)
-    trainer = L.Trainer(max_steps=len(batches), accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    options = dict(profile.trainer_kwargs(), enable_progress_bar=False)
+    trainer = L.Trainer(max_steps=len(batches), logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer], **options)
     trainer.fit(lit, train_dataloaders=DataLoader(batches, batch_size=None))   # the same batches, in order
     lightning_seconds = timer.seconds
     return {"bare_tokens_per_s": tokens / bare_seconds, "lightning_tokens_per_s": tokens / lightning_seconds,

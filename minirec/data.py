@@ -1,11 +1,8 @@
 """Sequential-recommendation datasets and the leave-one-out protocol (METHOD.md §0).
 
-What lives here:
+What lives here (the file readers are in ``minirec.loaders``):
 - ``SequenceDataset``: users' chronological item sequences with contiguous item ids,
   item text (title, year, genres) and, where known, user profiles.
-- Loaders: MovieLens-100K (a local folder, the copy inside an installed ``recbole``
-  wheel, or a checksummed download from GroupLens, tried in that order) and the Amazon
-  review 5-core datasets (Beauty, Sports, Toys) from files the user has.
 - ``leave_one_out``: last item = test, second-to-last = validation, the rest = training.
 - ``training_windows``: training sequences cut into fixed-length windows for
   next-item training (every position is a target).
@@ -16,31 +13,15 @@ Every rating counts as an interaction (no rating threshold).
 """
 from __future__ import annotations
 
-import ast
-import gzip
 import hashlib
-import importlib.util
-import io
-import json
-import re
-import sys
-import urllib.request
-import zipfile
+
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .artifacts import DATA_DIR, atomic_path
 
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"  # published by GroupLens beside the zip
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                 "Romance", "Sci-Fi", "Thriller", "War", "Western")
-AMAZON_CATEGORIES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
 MAX_HISTORY = 50  # the protocol's history cap (METHOD.md §0)
 
 
@@ -202,256 +183,6 @@ def _sorted_ids(ids: np.ndarray) -> np.ndarray:
         return np.sort(ids)
 
 
-# ----------------------------------------------------------------------------- file parsing
-def _open_text(path: Path, encoding: str = "utf-8"):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding)
-    return open(path, encoding=encoding, newline="")
-
-
-def read_rows(path: Path, sep: str, n_fields: int, encoding: str = "utf-8",
-              skip_header: bool = False) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line_number, fields)``; a wrong field count raises ``DataFormatError``."""
-    with _open_text(path, encoding) as f:
-        for lineno, line in enumerate(f, start=1):
-            if skip_header and lineno == 1:
-                continue
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split(sep)
-            if len(fields) != n_fields:
-                raise DataFormatError(f"{path}:{lineno}: expected {n_fields} fields separated by "
-                                      f"{sep!r}, found {len(fields)}: {line[:80]!r}")
-            yield lineno, fields
-
-
-def _number(path: Path, lineno: int, column: str, value: str, kind=int):
-    try:
-        return kind(value)
-    except ValueError:
-        raise DataFormatError(f"{path}:{lineno}: column {column!r} should be a number, found {value!r}") from None
-
-
-def _read_udata(path: Path) -> tuple[list[str], list[str], list[float]]:
-    """GroupLens ``u.data``: user, item, rating, timestamp, tab-separated."""
-    users, items, ts = [], [], []
-    for lineno, f in read_rows(path, "\t", 4):
-        _number(path, lineno, "rating", f[2], float)
-        ts.append(_number(path, lineno, "timestamp", f[3], float))
-        users.append(f[0].strip())
-        items.append(f[1].strip())
-    if not users:
-        raise DataFormatError(f"{path}: contains no interactions")
-    return users, items, ts
-
-
-def read_grouplens_100k(folder: Path) -> SequenceDataset:
-    """The original GroupLens files ``u.data``, ``u.item`` (latin-1) and ``u.user``."""
-    folder = Path(folder)
-    users, items, ts = _read_udata(folder / "u.data")
-    records = {}
-    for lineno, f in read_rows(folder / "u.item", "|", 5 + len(ML100K_GENRES), encoding="latin-1"):
-        match = re.match(r"^(.*?)\s*\((\d{4})\)\s*$", f[1])
-        title, year = (match.group(1), match.group(2)) if match else (f[1].strip(), f[2][-4:])
-        flags = f[5:]
-        if any(x not in ("0", "1") for x in flags):
-            raise DataFormatError(f"{folder / 'u.item'}:{lineno}: genre flags must be 0 or 1, found {flags}")
-        records[f[0]] = {"title": title, "year": year,
-                         "genres": [g for g, x in zip(ML100K_GENRES, flags) if x == "1"]}
-    item_table = pd.DataFrame.from_dict(records, orient="index")
-    user_table = None
-    if (folder / "u.user").exists():
-        rows = {f[0]: {"age": _number(folder / "u.user", n, "age", f[1]), "gender": f[2], "occupation": f[3]}
-                for n, f in read_rows(folder / "u.user", "|", 5)}
-        user_table = pd.DataFrame.from_dict(rows, orient="index")
-    return from_interactions("ml-100k", users, items, ts, item_table, user_table, source=str(folder))
-
-
-def read_atomic(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """RecBole atomic file: a tab-separated header of ``name:type`` fields, then rows."""
-    with _open_text(path) as f:
-        header = f.readline().rstrip("\r\n").split("\t")
-    names = [h.split(":")[0] for h in header]
-    if not all(":" in h for h in header):
-        raise DataFormatError(f"{path}:1: expected a RecBole header of name:type fields, found {header}")
-    return names, read_rows(path, "\t", len(names), skip_header=True)
-
-
-def read_recbole_100k(folder: Path, prefix: str = "ml-100k") -> SequenceDataset:
-    """RecBole atomic files ``ml-100k.inter``/``.item``/``.user``."""
-    folder = Path(folder)
-    inter = folder / f"{prefix}.inter"
-    names, rows = read_atomic(inter)
-    missing = {"user_id", "item_id", "timestamp"} - set(names)
-    if missing:
-        raise DataFormatError(f"{inter}:1: header lacks the fields {sorted(missing)}")
-    users, items, ts = [], [], []
-    cu, ci, ct = names.index("user_id"), names.index("item_id"), names.index("timestamp")
-    for lineno, f in rows:
-        ts.append(_number(inter, lineno, "timestamp", f[ct], float))
-        users.append(f[cu])
-        items.append(f[ci])
-    item_table = user_table = None
-    if (folder / f"{prefix}.item").exists():
-        names, rows = read_atomic(folder / f"{prefix}.item")
-        get = lambda f, col: f[names.index(col)] if col in names else ""  # noqa: E731
-        item_table = pd.DataFrame.from_dict(
-            {f[names.index("item_id")]: {"title": get(f, "movie_title"), "year": get(f, "release_year"),
-                                         "genres": get(f, "class").split()} for _, f in rows}, orient="index")
-    if (folder / f"{prefix}.user").exists():
-        path = folder / f"{prefix}.user"
-        names, rows = read_atomic(path)
-        user_table = pd.DataFrame.from_dict(
-            {f[0]: {"age": _number(path, n, "age", f[names.index("age")]), "gender": f[names.index("gender")],
-                    "occupation": f[names.index("occupation")]} for n, f in rows}, orient="index")
-    return from_interactions("ml-100k", users, items, ts, item_table, user_table, source=str(folder))
-
-
-# ----------------------------------------------------------------------------- MovieLens sources
-def recbole_ml100k_folder() -> Path | None:
-    """The ml-100k folder shipped inside an installed ``recbole`` wheel, found without importing it."""
-    candidates = []
-    spec = importlib.util.find_spec("recbole")  # top-level lookup: does not import recbole
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) for p in spec.submodule_search_locations]
-    candidates += [Path(p) / "recbole" for p in sys.path if p]
-    for pkg in candidates:
-        folder = pkg / "dataset_example" / "ml-100k"
-        if (folder / "ml-100k.inter").exists():
-            return folder
-    return None
-
-
-def _read_ml100k_folder(folder: Path) -> SequenceDataset | None:
-    if (folder / "u.data").exists():
-        return read_grouplens_100k(folder)
-    if (folder / "ml-100k.inter").exists():
-        return read_recbole_100k(folder)
-    return None
-
-
-def download_ml100k(dest: Path = DATA_DIR / "ml-100k", url: str = ML100K_URL, timeout: float = 30) -> Path:
-    """Download GroupLens' zip, check its MD5, extract u.data/u.item/u.user into ``dest``."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        payload = response.read()
-    digest = hashlib.md5(payload).hexdigest()
-    if digest != ML100K_MD5:
-        raise DataError(f"{url}: checksum mismatch (md5 {digest}, expected {ML100K_MD5}); file not used")
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-        for name in ("u.data", "u.item", "u.user"):
-            with atomic_path(dest / name) as tmp:
-                tmp.write_bytes(archive.read(f"ml-100k/{name}"))
-    return dest
-
-
-def load_movielens_100k(data_dir: str | Path | None = None, download: bool = True) -> SequenceDataset:
-    """MovieLens-100K from the first source that has it.
-
-    1. ``data_dir`` (GroupLens ``u.*`` or RecBole ``ml-100k.*`` files); when not given,
-       ``data/ml-100k`` of this repository;
-    2. the copy inside an installed ``recbole`` wheel (``pip install --no-deps recbole``);
-    3. a download from GroupLens with an MD5 check (needs network; ``download=False`` skips it).
-    The data's licence forbids redistribution: minirec never commits it.
-    """
-    tried = []
-    folder = Path(data_dir) if data_dir is not None else DATA_DIR / "ml-100k"
-    dataset = _read_ml100k_folder(folder)
-    if dataset is not None:
-        return dataset
-    tried.append(f"local folder {folder}: no u.data or ml-100k.inter")
-    wheel = recbole_ml100k_folder()
-    if wheel is not None:
-        return read_recbole_100k(wheel)
-    tried.append("recbole wheel: package not installed (pip install --no-deps recbole==1.2.1)")
-    if download:
-        try:
-            return read_grouplens_100k(download_ml100k(DATA_DIR / "ml-100k"))
-        except (OSError, DataError) as err:
-            tried.append(f"download {ML100K_URL}: {err}")
-    else:
-        tried.append("download: disabled")
-    raise DatasetNotFoundError("MovieLens-100K not found. Sources tried:\n  - " + "\n  - ".join(tried))
-
-
-# ----------------------------------------------------------------------------- Amazon 5-core
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """JSON-lines, or the Python-literal lines of the 2014 Amazon metadata dumps."""
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError:
-                try:
-                    yield lineno, ast.literal_eval(line)
-                except (ValueError, SyntaxError):
-                    raise DataFormatError(f"{path}:{lineno}: not a JSON object: {line[:80]!r}") from None
-
-
-def _find(folder: Path, names: list[str]) -> Path | None:
-    for name in names:
-        for suffix in ("", ".gz"):
-            if (folder / (name + suffix)).exists():
-                return folder / (name + suffix)
-    return None
-
-
-def load_amazon(category: str, data_dir: str | Path | None = None) -> SequenceDataset:
-    """An Amazon review 5-core dataset (``beauty``, ``sports`` or ``toys``) from local files.
-
-    Expects, in ``data_dir`` (default ``data/amazon``), the reviews file
-    ``reviews_<Category>_5.json[.gz]`` (or ``<Category>_5.json[.gz]``) and optionally the
-    metadata ``meta_<Category>.json[.gz]``, as published by McAuley's group.
-    """
-    key = category.lower()
-    if key not in AMAZON_CATEGORIES:
-        raise DataError(f"unknown Amazon category {category!r}; choose one of {sorted(AMAZON_CATEGORIES)}")
-    full = AMAZON_CATEGORIES[key]
-    folder = Path(data_dir) if data_dir is not None else DATA_DIR / "amazon"
-    reviews = _find(folder, [f"reviews_{full}_5.json", f"{full}_5.json"])
-    if reviews is None:
-        raise DatasetNotFoundError(f"Amazon {full}: no reviews_{full}_5.json[.gz] or {full}_5.json[.gz] "
-                                   f"in {folder} (download them yourself; minirec does not redistribute them)")
-    users, items, ts = [], [], []
-    for lineno, row in _json_lines(reviews):
-        try:
-            users.append(str(row["reviewerID"]))
-            items.append(str(row["asin"]))
-            ts.append(float(row["unixReviewTime"]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataFormatError(f"{reviews}:{lineno}: a review needs reviewerID, asin and a numeric "
-                                  f"unixReviewTime ({err!r})") from None
-    item_table = None
-    meta = _find(folder, [f"meta_{full}.json"])
-    if meta is not None:
-        records = {}
-        for _, row in _json_lines(meta):
-            if "asin" not in row:
-                continue
-            cats = row.get("categories") or row.get("category") or []
-            if cats and isinstance(cats[0], list):  # 2014 dumps: a list of category paths
-                cats = cats[0]
-            cats = [c for c in cats if c and c != full.replace("_", " ")][:3]
-            records[str(row["asin"])] = {"title": str(row.get("title", "")), "year": "", "genres": cats}
-        item_table = pd.DataFrame.from_dict(records, orient="index") if records else None
-    return from_interactions(f"amazon-{key}", users, items, ts, item_table, None, source=str(folder))
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs) -> SequenceDataset:
-    """Load a dataset by name: ``ml-100k``, ``amazon-beauty|sports|toys`` or ``synthetic``."""
-    if name == "ml-100k":
-        return load_movielens_100k(data_dir, **kwargs)
-    if name.startswith("amazon-"):
-        return load_amazon(name.split("-", 1)[1], data_dir)
-    if name == "synthetic":
-        from .synthetic import make_synthetic
-        return make_synthetic(**kwargs)
-    raise DataError(f"unknown dataset {name!r}; choose ml-100k, amazon-beauty, amazon-sports, "
-                    "amazon-toys or synthetic")
-
-
 # ----------------------------------------------------------------------------- the split
 @dataclass
 class EvalStage:
@@ -484,6 +215,15 @@ class LeaveOneOutSplit:
         if name not in ("valid", "test"):
             raise ValueError(f"unknown stage {name!r}; use 'valid' or 'test'")
         return self.valid if name == "valid" else self.test
+
+    def fingerprint(self) -> str:
+        """A hash of the users' training sequences and evaluation targets (which data a model saw)."""
+        digest = hashlib.sha256(self.dataset.name.encode())
+        for seq in self.train:
+            digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+        for stage in (self.valid, self.test):
+            digest.update(np.asarray(stage.targets, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def train_item_counts(self) -> np.ndarray:
         """Interactions per item in the training part only (no validation/test leakage)."""

@@ -15,10 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import DATA_DIR, atomic_path
+from .artifacts import atomic_path, cache_dir as default_cache_dir
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-CACHE_DIR = DATA_DIR / "cache" / "embeddings"
 
 
 def resolve_encoder(model: str = DEFAULT_ENCODER) -> str:
@@ -42,12 +41,17 @@ def cache_key(model: str, texts: Sequence[str], normalize: bool) -> str:
 
 
 def encode_texts(texts: Sequence[str], model: str = DEFAULT_ENCODER, batch_size: int = 64,
-                 normalize: bool = True, cache_dir: str | Path | None = CACHE_DIR,
+                 normalize: bool = True, cache_dir: str | Path | bool | None = None,
                  device: str | None = None, verbose: bool = True) -> np.ndarray:
-    """Encode texts to an (N, d) float32 array, reading and writing the disk cache."""
+    """Encode texts to an (N, d) float32 array, reading and writing the disk cache.
+
+    ``cache_dir``: None = ``artifacts.cache_dir("embeddings")``; False = no cache.
+    """
     texts = [str(t) for t in texts]
     if not texts:
         raise ValueError("no texts to encode")
+    if cache_dir is None:
+        cache_dir = default_cache_dir("embeddings")
     path = Path(cache_dir) / f"{cache_key(model, texts, normalize)}.npy" if cache_dir else None
     if path is not None and path.exists():
         if verbose:
@@ -78,3 +82,12 @@ def nearest_neighbours(x: np.ndarray, item: int, k: int = 5) -> np.ndarray:
     sims = xn @ xn[item]
     sims[item] = -np.inf
     return np.argsort(-sims, kind="stable")[:k]
+
+
+def project_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, n_epochs: int | None = None) -> np.ndarray:
+    """UMAP of embeddings to two dimensions (cosine metric), deterministic for a seed: the (N, 2) coordinates."""
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed,
+                        n_epochs=n_epochs, n_jobs=1)
+    return reducer.fit_transform(x)

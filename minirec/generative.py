@@ -32,14 +32,11 @@ from .training import RankingModule
 
 @dataclass
 class GenRecConfig:
+    """The architecture (and decoding width) of a generative recommender; how it trains is a profile's recipe."""
     backbone: str = "tiny"              # preset name (tiny | small) or a Qwen3 checkpoint folder / hub id
     max_items: int = 20                 # history items in a prompt and in a training window
     beam_width: int = 20                # beams kept per user (>= the largest K evaluated)
-    lr: float = 2e-3                    # AdamW learning rate (peak, after warm-up)
-    weight_decay: float = 0.1           # AdamW weight decay (the tiny model overfits ML-100K without it)
     attention_dropout: float = 0.2      # Qwen3's only dropout; 0 in the pretrained configs
-    warmup_steps: int = 200             # linear warm-up, then cosine decay to 10% over max_steps
-    max_steps: int = 20_000             # horizon of the cosine schedule
     text_vocab_size: int = 1000         # BPE merges of the compact tokeniser (from-scratch presets)
     backbone_overrides: dict = field(default_factory=dict)   # Qwen3Config fields to change in a preset
 
@@ -56,6 +53,7 @@ class GenerativeRecommender(RankingModule):
     """TIGER-style generative recommender on a Qwen3 causal LM."""
 
     config_class = GenRecConfig
+    family = "generative"               # trained by a profile's "generative" recipe
 
     def __init__(self, config: GenRecConfig, sid_table: SIDTable, texts: Sequence[str] = (),
                  model=None, tokenizer=None):
@@ -125,19 +123,6 @@ class GenerativeRecommender(RankingModule):
         for name, value in terms.items():
             self.log(f"train_{name}", value, on_step=False, on_epoch=True, prog_bar=name == "loss")
         return terms["loss"]
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        warm, horizon = self.config.warmup_steps, self.config.max_steps
-
-        def schedule(step):
-            if step < warm:
-                return (step + 1) / warm
-            progress = min(1.0, (step - warm) / max(1, horizon - warm))
-            return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
 
     # ------------------------------------------------------------------ recommending
     decode_step = None      # a subclass's step function for the beam search (S²GR thinks inside it)

@@ -98,15 +98,6 @@ def metric_bars(summary: dict[str, dict[str, tuple[float, float]]], metrics: tup
 
 
 # ---------------------------------------------------------------------------- embeddings and SIDs
-def project_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, n_epochs: int | None = None) -> np.ndarray:
-    """UMAP to two dimensions (cosine metric), deterministic for a seed."""
-    import umap
-
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed,
-                        n_epochs=n_epochs, n_jobs=1)
-    return reducer.fit_transform(x)
-
-
 def primary_genres(dataset: SequenceDataset, top: int = 8) -> np.ndarray:
     """Each item's most frequent genre among the dataset's ``top`` genres ('other' otherwise)."""
     counts = Counter(g for gs in dataset.items["genres"] for g in gs)

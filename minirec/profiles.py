@@ -1,8 +1,19 @@
 """Run profiles: everything that sizes a run, chosen by one notebook parameter.
 
-``smoke`` runs every notebook end to end in seconds on a subset of users (the tests),
-``cpu`` is the real run on a laptop CPU (the main job), ``gpu`` the same on one small GPU.
-A notebook reads ``profile = get_profile(name)`` and nothing else needs editing.
+Architecture vs recipe (as nanoGPT keeps ``GPTConfig`` apart from ``config/train_*.py``):
+a model's config (``SASRecConfig``, ``GenRecConfig``, ``S2GRConfig``) holds its architecture,
+each field with one default. A profile holds *how* things train: one ``Recipe`` per model
+family (epochs, patience, batch size, optimiser, schedule), the seeds, which ablations and
+diagnostics run, and the Lightning ``accelerator`` / ``devices`` / ``precision`` that reach
+every fit. Where a profile needs another architecture (the gpu profile's bigger backbone),
+it says so in ``architecture``, as overrides of the config's defaults.
+
+- ``smoke``  the tests: every notebook end to end in a minute, on a subset of users; numbers mean nothing.
+- ``course`` the default: every notebook from scratch in at most 10 minutes on 2 CPU cores, one seed.
+- ``study``  the numbers that hold up: 3 seeds, every ablation and diagnostic (hours on a CPU).
+- ``gpu``    the study on one GPU, bf16.
+
+A notebook reads ``run = get_profile(profile)`` and nothing else needs editing.
 """
 from __future__ import annotations
 
@@ -14,35 +25,53 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+FAMILIES = ("sasrec", "generative", "quantizer")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model family trains: nothing here changes the model's architecture."""
+    max_epochs: int                     # upper bound; early stopping on validation NDCG@10 usually ends sooner
+    patience: int                       # epochs without a validation gain before stopping
+    batch_size: int                     # training windows (or items, for quantisers) per step
+    lr: float                           # peak learning rate
+    weight_decay: float = 0.0           # AdamW weight decay
+    warmup_steps: int = 0               # linear warm-up steps
+    schedule: str = "constant"          # constant | cosine (decay to 10% of lr after warm-up)
+    horizon_steps: int | None = None    # cosine horizon; None = this run's own budget (max_epochs x batches)
+
 
 @dataclass(frozen=True)
 class Profile:
     name: str
-    max_users: int | None          # None = every user; smoke runs take the first few
-    max_epochs: int                # upper bound; early stopping usually ends sooner
-    patience: int                  # epochs without validation NDCG@10 gain before stopping
-    seeds: tuple[int, ...]         # independent training runs reported as mean ± std
-    batch_size: int                # training windows per step
-    sasrec_grid: tuple[dict, ...]  # SASRec settings tried on validation (one seed each)
-    n_boot: int                    # bootstrap resamples for paired confidence intervals
-    quantizer_epochs: int = 300    # RQ-VAE / CoBa training epochs over the catalogue
-    umap_epochs: int | None = None  # UMAP optimisation epochs (None = UMAP's default)
-    backbone: str = "tiny"         # Qwen3 preset (tiny | small) or a checkpoint folder / hub id
-    gen_max_items: int = 20        # items per prompt / training window of the generative models
-    gen_beam_width: int = 20       # beams per user (>= 20, the largest K)
-    gen_batch_size: int = 64       # training windows per step of the generative models
-    gen_lr: float = 2e-3           # peak learning rate of the generative models
-    gen_max_epochs: int = 25       # upper bound; early stopping on validation NDCG@10
-    gen_patience: int = 5
-    bench_users: int = 256         # users timed by the beam-search benchmark
+    recipes: dict                           # family -> Recipe (FAMILIES)
+    max_users: int | None = None            # None = every user; smoke runs take the first few
+    seeds: tuple[int, ...] = (0,)           # independent training runs reported as mean ± std
     ablation_seeds: tuple[int, ...] = (0,)  # seeds of ablation runs (cheaper than the headline's seeds)
-    kc_sweep: tuple[int, ...] = (4, 16)     # S²GR cluster counts tried besides the default (ablation seeds)
+    sasrec_grid: tuple[dict, ...] = ({},)   # SASRecConfig overrides tried on validation (first seed)
+    n_boot: int = 2000                      # bootstrap resamples for paired confidence intervals
+    umap_epochs: int | None = None          # UMAP optimisation epochs (None = UMAP's default)
+    architecture: dict = field(default_factory=dict)  # family -> config overrides (e.g. a bigger backbone)
+    ablations: bool = True                  # train the ablation runs (random SIDs, pause, no alignment, Kc)
+    diagnostics: bool = False               # train the diagnostic runs of the "why" studies
+    kc_sweep: tuple[int, ...] = ()          # S²GR cluster counts tried besides the default (ablation seeds)
+    bench_users: int = 256                  # users timed by the beam-search and cost benchmarks
+    bench_rounds: int = 3                   # alternating timing rounds of the cost benchmarks
     attention_users: int = 200              # test users in the aggregate thinking-attention views
-    accelerator: str = "cpu"       # Lightning Trainer pass-through
+    accelerator: str = "cpu"                # Lightning Trainer pass-through
     devices: int | str = 1
     precision: str = "32-true"
     progress_bar: bool = False
-    extra: dict = field(default_factory=dict)  # later notebooks' settings
+
+    def recipe(self, family: str) -> Recipe:
+        """The training recipe of a model family (``sasrec``, ``generative``, ``quantizer``)."""
+        if family not in self.recipes:
+            raise ValueError(f"profile {self.name!r} has no recipe for {family!r}; families: {sorted(self.recipes)}")
+        return self.recipes[family]
+
+    def arch(self, family: str) -> dict:
+        """Config overrides this profile asks of a model family (empty: the config's defaults)."""
+        return dict(self.architecture.get(family, {}))
 
     def trainer_kwargs(self) -> dict:
         """The Lightning Trainer options this profile fixes."""
@@ -50,23 +79,40 @@ class Profile:
                     enable_progress_bar=self.progress_bar)
 
 
-_SASREC_GRID = (
-    dict(hidden=64, n_layers=2, dropout=0.2, lr=1e-3),
-    dict(hidden=64, n_layers=2, dropout=0.5, lr=1e-3),
-)
+_SASREC_GRID = ({"dropout": 0.2}, {"dropout": 0.5})
+
+# The study recipes: the settings of the committed study numbers.
+_STUDY = {
+    "sasrec": Recipe(max_epochs=200, patience=10, batch_size=128, lr=1e-3),
+    "generative": Recipe(max_epochs=25, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
+                         schedule="cosine", horizon_steps=20_000),
+    "quantizer": Recipe(max_epochs=300, patience=0, batch_size=256, lr=1e-3),
+}
 
 PROFILES = {
-    "smoke": Profile("smoke", max_users=80, max_epochs=2, patience=1, seeds=(0,), batch_size=64,
-                     sasrec_grid=(dict(hidden=32, n_layers=1, dropout=0.2, lr=1e-3),), n_boot=200,
-                     quantizer_epochs=3, umap_epochs=10, gen_max_items=5, gen_batch_size=64, gen_max_epochs=1,
-                     gen_patience=1, bench_users=16, kc_sweep=(4,), attention_users=16),
-    "cpu": Profile("cpu", max_users=None, max_epochs=200, patience=10, seeds=(0, 1, 2), batch_size=128,
-                   sasrec_grid=_SASREC_GRID, n_boot=2000, progress_bar=False),
-    "gpu": Profile("gpu", max_users=None, max_epochs=300, patience=20, seeds=(0, 1, 2), batch_size=256,
-                   sasrec_grid=_SASREC_GRID, n_boot=2000, accelerator="gpu", precision="bf16-mixed",
-                   progress_bar=True, backbone="small", gen_max_items=50, gen_batch_size=128, gen_max_epochs=100,
-                   gen_patience=10, ablation_seeds=(0, 1, 2), kc_sweep=(2, 4, 16, 32)),
+    "smoke": Profile(
+        "smoke", max_users=80, n_boot=200, umap_epochs=10, kc_sweep=(4,), bench_users=16, bench_rounds=1,
+        attention_users=16, diagnostics=True,
+        recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=2, patience=1, batch_size=64),
+                 "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, horizon_steps=None),
+                 "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
+        architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)}),
+    "course": Profile(
+        "course", ablations=True, umap_epochs=200, bench_users=128, bench_rounds=2, attention_users=100,
+        recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=40, patience=4),
+                 "generative": replace(_STUDY["generative"], max_epochs=8, patience=3, horizon_steps=None),
+                 "quantizer": replace(_STUDY["quantizer"], max_epochs=150)}),
+    "study": Profile(
+        "study", seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(4, 16), diagnostics=True, recipes=_STUDY),
+    "gpu": Profile(
+        "gpu", seeds=(0, 1, 2), ablation_seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(2, 4, 16, 32),
+        diagnostics=True, accelerator="gpu", precision="bf16-mixed", progress_bar=True,
+        recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=300, patience=20, batch_size=256),
+                 "generative": replace(_STUDY["generative"], max_epochs=100, patience=10, batch_size=128),
+                 "quantizer": _STUDY["quantizer"]},
+        architecture={"generative": dict(backbone="small", max_items=50)}),
 }
+DEFAULT_PROFILE = "course"
 
 
 def get_profile(name: str, **overrides) -> Profile:
@@ -74,6 +120,12 @@ def get_profile(name: str, **overrides) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+
+
+def with_recipe(profile: Profile, family: str, **changes) -> Profile:
+    """A copy of ``profile`` whose ``family`` recipe has some fields changed (tests, quick experiments)."""
+    recipes = dict(profile.recipes, **{family: replace(profile.recipe(family), **changes)})
+    return replace(profile, recipes=recipes)
 
 
 def seed_everything(seed: int) -> None:

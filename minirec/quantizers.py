@@ -23,7 +23,7 @@ with ``codes`` of shape (n_items, levels):
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import lightning as L
@@ -35,6 +35,7 @@ from sklearn.cluster import KMeans
 from torch.utils.data import DataLoader, TensorDataset
 
 from .graph import collaborative_embeddings
+from .profiles import DEFAULT_PROFILE, Profile, Recipe, get_profile
 from .training import quiet_lightning
 
 
@@ -56,9 +57,6 @@ class QuantizerConfig:
     latent_dim: int = 32              # width of z and of every codeword
     hidden: tuple = (256, 128)        # encoder widths (the decoder mirrors them)
     beta: float = 0.25                # commitment weight β
-    lr: float = 1e-3
-    epochs: int = 300
-    batch_size: int = 256
     # CoBa
     balance: bool = False             # selection bias b_j for load balancing
     bias_step: float = 0.01           # how far b_j moves per step
@@ -139,9 +137,9 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 class RQVAEModule(L.LightningModule):
     """The RQ-VAE network; with ``balance`` / ``uniformity_weight`` it becomes CoBa."""
 
-    def __init__(self, input_dim: int, config: QuantizerConfig):
+    def __init__(self, input_dim: int, config: QuantizerConfig, recipe: Recipe):
         super().__init__()
-        self.config = config
+        self.config, self.recipe = config, recipe
         c = config
         self.encoder = _mlp([input_dim, *c.hidden, c.latent_dim])
         self.decoder = _mlp([c.latent_dim, *reversed(c.hidden), input_dim])
@@ -227,16 +225,21 @@ class RQVAEModule(L.LightningModule):
         self._epoch = {}
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.recipe.lr)
 
 
 class RQVAE:
-    """TIGER's RQ-VAE, trained with Lightning; with a CoBa config it is CoBa."""
+    """TIGER's RQ-VAE, trained with Lightning; with a CoBa config it is CoBa.
+
+    ``recipe`` (epochs, batch size, learning rate) and the Trainer options come from a
+    profile (``make_quantizer``); without them, the default profile's quantizer recipe on the CPU.
+    """
 
     name = "RQ-VAE"
 
-    def __init__(self, config: QuantizerConfig | None = None, **trainer_kwargs):
+    def __init__(self, config: QuantizerConfig | None = None, recipe: Recipe | None = None, **trainer_kwargs):
         self.config = config or QuantizerConfig()
+        self.recipe = recipe or get_profile(DEFAULT_PROFILE).recipe("quantizer")
         self.trainer_kwargs = trainer_kwargs
         self.module: RQVAEModule | None = None
         self.inputs: np.ndarray | None = None
@@ -246,12 +249,12 @@ class RQVAE:
         torch.manual_seed(c.seed)
         self.inputs = _prepare(x, c, train_sequences)
         data = torch.as_tensor(self.inputs)
-        self.module = RQVAEModule(data.shape[1], c)
+        self.module = RQVAEModule(data.shape[1], c, self.recipe)
         self.module.init_codebooks(data)
-        loader = DataLoader(TensorDataset(data), batch_size=c.batch_size, shuffle=True,
+        loader = DataLoader(TensorDataset(data), batch_size=self.recipe.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(c.seed))
-        options = dict(max_epochs=c.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                       enable_model_summary=False, accelerator="cpu", devices=1)
+        options = dict(max_epochs=self.recipe.max_epochs, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False)
         options.update(self.trainer_kwargs)
         quiet_lightning()
         L.Trainer(**options).fit(self.module, loader)
@@ -268,7 +271,9 @@ class RQVAE:
         return self.module.history if self.module is not None else []
 
     def settings(self) -> dict:
-        return {"quantizer": self.name, **self.config.settings()}
+        r = self.recipe
+        return {"quantizer": self.name, **self.config.settings(), "lr": r.lr, "epochs": r.max_epochs,
+                "batch_size": r.batch_size}
 
     def codebooks(self) -> np.ndarray:
         """(L, K, D) codeword vectors of the trained quantiser."""
@@ -280,5 +285,20 @@ class CoBa(RQVAE):
 
     name = "CoBa"
 
-    def __init__(self, config: QuantizerConfig | None = None, **trainer_kwargs):
-        super().__init__(config or coba_config(), **trainer_kwargs)
+    def __init__(self, config: QuantizerConfig | None = None, recipe: Recipe | None = None, **trainer_kwargs):
+        super().__init__(config or coba_config(), recipe, **trainer_kwargs)
+
+
+QUANTIZERS = {"RQ-KMeans": RQKMeans, "RQ-VAE": RQVAE, "CoBa": CoBa}
+
+
+def make_quantizer(name: str, profile: Profile, levels: int = 3, codebook_size: int = 32, seed: int = 0):
+    """A quantiser by name, with the profile's quantizer recipe and Trainer options (CoBa: ``coba_config``)."""
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantiser {name!r}; choose one of {sorted(QUANTIZERS)}")
+    shape = dict(levels=levels, codebook_size=codebook_size, seed=seed)
+    if name == "RQ-KMeans":
+        return RQKMeans(QuantizerConfig(**shape))
+    config = coba_config(**shape) if name == "CoBa" else QuantizerConfig(**shape)
+    trainer = {k: v for k, v in profile.trainer_kwargs().items() if k != "enable_progress_bar"}
+    return QUANTIZERS[name](config, profile.recipe("quantizer"), **trainer)

@@ -2,8 +2,8 @@
 
 ``reference_per_user`` returns a baseline's per-user test metrics as saved by notebook 02
 for the same profile and users, and builds them through minirec when they are missing
-(popularity at once; SASRec by training it with the profile's seeds and the first
-setting of its grid), so every notebook also runs alone.
+(popularity at once; SASRec through the experiment runner with the profile's seeds and the
+first setting of its grid), so every notebook also runs alone.
 """
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ from .data import LeaveOneOutSplit
 from .metrics import evaluate
 from .profiles import Profile
 from .results import load_per_user, save_per_user
+
+
+def sasrec_spec(split: LeaveOneOutSplit, profile: Profile, label: str = "SASRec", **overrides):
+    """SASRec over the split's catalogue and history cap, with the profile's architecture overrides."""
+    from .experiments import RunSpec
+    from .sasrec import SASRec, SASRecConfig
+    config = SASRecConfig(n_items=split.dataset.n_items, max_len=split.max_history,
+                          **dict(profile.arch("sasrec"), **overrides))
+    return RunSpec(label, SASRec, config, seeds=profile.seeds)
 
 
 def reference_per_user(method: str, split: LeaveOneOutSplit, profile: Profile,
@@ -29,12 +38,8 @@ def reference_per_user(method: str, split: LeaveOneOutSplit, profile: Profile,
         from .baselines import Popularity
         per_user = evaluate(Popularity(split), split.test)
     elif method == "SASRec":
-        from .sasrec import SASRec, SASRecConfig
-        from .training import SequenceDataModule, train_seeds
-        setting = profile.sasrec_grid[0]
-        dm = SequenceDataModule(split, max_len=split.max_history, batch_size=profile.batch_size)
-        make = lambda: SASRec(SASRecConfig(n_items=split.dataset.n_items, max_len=split.max_history, **setting))  # noqa: E731
-        per_user = train_seeds(make, dm, split, profile, f"{dataset}/sasrec-{profile.name}-reference").per_user
+        from .experiments import run
+        per_user = run(sasrec_spec(split, profile, **profile.sasrec_grid[0]), split, profile).per_user
     else:
         raise ValueError(f"unknown reference method {method!r}; use 'Popularity' or 'SASRec'")
     save_per_user(figures_dir, dataset, method, per_user, profile.name)

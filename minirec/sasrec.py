@@ -26,11 +26,11 @@ class SASRecConfig:
     n_layers: int = 2            # Transformer blocks
     n_heads: int = 2             # attention heads per block
     dropout: float = 0.2         # on embeddings, attention and feed-forward
-    lr: float = 1e-3             # Adam learning rate
-    weight_decay: float = 0.0    # AdamW weight decay
 
 
 class SASRec(RankingModule):
+    family = "sasrec"            # trained by a profile's "sasrec" recipe
+
     def __init__(self, config: SASRecConfig | None = None, **kwargs):
         super().__init__()
         config = config or SASRecConfig(**kwargs)
@@ -86,6 +86,3 @@ class SASRec(RankingModule):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

@@ -78,6 +78,14 @@ class SIDTable:
     def sid(self, item: int) -> tuple[int, ...]:
         return tuple(int(c) for c in self.codes[item])
 
+    def fingerprint(self) -> str:
+        """A hash of the codes (and codeword vectors): two tables with the same fingerprint are the same table."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.codes, dtype=np.int64).tobytes())
+        digest.update(str(self.codebook_size).encode())
+        if self.codebooks is not None:
+            digest.update(np.ascontiguousarray(self.codebooks, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
     def item_of(self, sid: Sequence[int]) -> int:
         """The item with this SID; a clear error for a SID no item has."""
         hit = np.flatnonzero((self.codes == np.asarray(sid)[None, :]).all(axis=1))

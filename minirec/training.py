@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -25,10 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .artifacts import REUSE_LOG_ENV, RUNS_DIR, write_json
+from .artifacts import REUSE_LOG_ENV, write_json
 from .data import EvalStage, LeaveOneOutSplit, MAX_HISTORY, pad_left, training_windows
 from .metrics import topk_metrics
-from .profiles import Profile
+from .profiles import Profile, Recipe
 
 
 def quiet_lightning() -> None:
@@ -94,10 +95,46 @@ class SequenceDataModule(L.LightningDataModule):
         return self._stage_loader("test")
 
 
+def optimizer_and_schedule(parameters, recipe: Recipe, run_steps: int | None = None) -> dict:
+    """AdamW at the recipe's peak learning rate, linear warm-up, then constant or cosine decay to 10%.
+
+    The cosine horizon is ``recipe.horizon_steps``, or this run's own step budget
+    (``run_steps``, max_epochs x batches per epoch) when that is None.
+    """
+    if recipe is None:
+        raise ValueError("this module has no training recipe: train it with training.fit(module, dm, profile, ...)")
+    opt = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warm = recipe.warmup_steps
+    horizon = recipe.horizon_steps or run_steps or 1
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if recipe.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, horizon - warm))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    if recipe.schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; use 'constant' or 'cosine'")
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
+                                               "interval": "step"}}
+
+
 class RankingModule(L.LightningModule):
-    """Base class: validation = the evaluation protocol on the validation stage."""
+    """Base class: validation = the evaluation protocol on the validation stage.
+
+    ``family`` names the profile recipe that trains a subclass; ``training.fit`` sets
+    ``recipe`` from the profile before training, and the optimiser follows it.
+    """
 
     val_k = 10
+    family = ""                        # sasrec | generative: which Recipe of a profile trains it
+    recipe: Recipe | None = None
+
+    def configure_optimizers(self):
+        run_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        return optimizer_and_schedule(self.parameters(), self.recipe, run_steps)
 
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
@@ -137,19 +174,26 @@ class FitResult:
     checkpoint: str = ""
 
 
-def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, run_name: str,
-        monitor: str = "val_ndcg10", runs_dir: str | Path | None = None, **trainer_overrides) -> FitResult:
-    """Train with early stopping on validation NDCG@10 and reload the best checkpoint."""
+def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, ckpt_dir: str | Path,
+        monitor: str = "val_ndcg10", meta: dict | None = None, **trainer_overrides) -> FitResult:
+    """Train with the profile's recipe for the module's family, early stopping on validation NDCG@10.
+
+    The best checkpoint is reloaded into ``module``; ``ckpt_dir`` gets ``best.ckpt`` and a
+    ``fit.json`` (curves, epochs, seconds, and ``meta``: what was trained, for later reuse).
+    """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    ckpt_dir = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name
+    recipe = profile.recipe(module.family)
+    module.recipe = recipe
+    datamodule.batch_size = recipe.batch_size
+    ckpt_dir = Path(ckpt_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # a re-run starts clean, never mixes checkpoints
     quiet_lightning()
     curves = CurveRecorder()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, enable_version_counter=False)
-    stopper = EarlyStopping(monitor=monitor, mode="max", patience=profile.patience)
-    options = dict(profile.trainer_kwargs(), max_epochs=profile.max_epochs, logger=False,
+    stopper = EarlyStopping(monitor=monitor, mode="max", patience=recipe.patience)
+    options = dict(profile.trainer_kwargs(), max_epochs=recipe.max_epochs, logger=False,
                    callbacks=[curves, checkpoint, stopper], num_sanity_val_steps=0,
                    enable_model_summary=False, log_every_n_steps=10)
     options.update(trainer_overrides)
@@ -163,113 +207,23 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
                        seconds, checkpoint.best_model_path)
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
-                                       "epochs": result.epochs, "seconds": seconds, "settings": settings_of(module)})
+                                       "epochs": result.epochs, "seconds": seconds, **(meta or {})})
     return result
 
 
-def settings_of(module) -> dict | None:
-    """The module's class and config as plain JSON values (what a checkpoint was trained with)."""
-    config = getattr(module, "config", None)
-    if not is_dataclass(config):
-        return None
-    return json.loads(json.dumps({"class": type(module).__name__, **asdict(config)}))
+def load_fit(module: RankingModule, ckpt_dir: str | Path) -> FitResult:
+    """A fit made earlier by ``fit``: its best weights loaded into ``module``, curves and times from fit.json."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = json.loads((ckpt_dir / "fit.json").read_text())
+    module.load_state_dict(torch.load(ckpt_dir / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"])
+    module.eval()
+    return FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
+                     meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt_dir / "best.ckpt"))
 
 
-def fits_from_checkpoints(make_module, run_name: str, seeds, runs_dir: str | Path | None = None) -> dict[int, FitResult]:
-    """Fits an earlier notebook already made (``runs/checkpoints/<run_name>/seed<s>``), by seed.
-
-    Seeds without a checkpoint, or whose ``fit.json`` does not record the very settings of
-    ``make_module()`` (another config, or none recorded), are left out with a note, so
-    ``train_seeds(..., reuse=found)`` trains only those. Curves and times come back too.
-    """
-    found = {}
-    for seed in seeds:
-        ckpt = Path(runs_dir or RUNS_DIR) / "checkpoints" / run_name / f"seed{seed}" / "best.ckpt"
-        if not ckpt.exists():
-            continue
-        meta_path = ckpt.parent / "fit.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        module = make_module()
-        wanted = settings_of(module)
-        saved = meta.get("settings")
-        if saved != wanted:
-            why = ("it records no settings" if saved is None else "made with other settings: "
-                   + ", ".join(sorted(k for k in wanted or {} if saved.get(k) != wanted[k])))
-            print(f"{run_name}/seed{seed}: checkpoint not reused ({why}); training anew")
-            continue
-        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-        module.eval()
-        found[seed] = FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
-                                meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt))
-        _log_reuse(run_name, seed, found[seed].seconds)
-    return found
-
-
-def _log_reuse(run_name: str, seed: int, seconds: float) -> None:
+def log_reuse(run_name: str, seed: int, seconds: float) -> None:
     """Tell the main job (``MINIREC_REUSE_LOG``) which training a reused checkpoint saved."""
     path = os.environ.get(REUSE_LOG_ENV)
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"run": run_name, "seed": int(seed), "seconds": float(seconds)}) + "\n")
-
-
-@dataclass
-class SeedRuns:
-    """Several seeds of one model: fits, and test metrics per seed and per user."""
-
-    fits: list[FitResult]
-    per_seed: dict[str, list[float]]         # metric -> one mean per seed
-    per_user: dict[str, np.ndarray]          # metric -> per-user value averaged over seeds
-    per_user_by_seed: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def per_user_of(self, seeds) -> dict[str, np.ndarray]:
-        """Per-user metrics averaged over the given seeds only (for like-for-like comparisons)."""
-        return {m: np.mean([self.per_user_by_seed[s][m] for s in seeds], axis=0) for m in self.per_user}
-
-
-def train_seeds(make_module, datamodule: L.LightningDataModule, split: LeaveOneOutSplit, profile: Profile,
-                run_name: str, seeds: tuple[int, ...] | None = None, reuse: dict[int, FitResult] | None = None,
-                **fit_kwargs) -> SeedRuns:
-    """Train ``make_module()`` once per seed and evaluate each best checkpoint on the test stage.
-
-    ``reuse`` maps a seed to a fit already made with the same setting and seed (e.g. the
-    tuning run of the chosen setting), which is then evaluated instead of retrained.
-    """
-    from .metrics import evaluate
-    from .profiles import seed_everything
-
-    fits, per_seed, per_user, by_seed = [], {}, {}, {}
-    for seed in seeds if seeds is not None else profile.seeds:
-        if reuse and seed in reuse:
-            result = reuse[seed]
-        else:
-            seed_everything(seed)
-            datamodule.seed = seed
-            result = fit(make_module(), datamodule, profile, f"{run_name}/seed{seed}", **fit_kwargs)
-        scores = evaluate(result.module, split.test)
-        by_seed[seed] = scores
-        for name, values in scores.items():
-            per_seed.setdefault(name, []).append(float(values.mean()))
-            per_user.setdefault(name, []).append(values)
-        fits.append(result)
-    return SeedRuns(fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()}, by_seed)
-
-
-def select_on_validation(grid: tuple[dict, ...], make_module, datamodule: L.LightningDataModule,
-                         profile: Profile, run_name: str, seed: int = 0) -> tuple[dict, list[dict], FitResult]:
-    """Fit each setting once with ``seed``; keep the best validation NDCG@10 (never the test).
-
-    Returns the chosen setting, one row per setting, and the chosen setting's fit.
-    """
-    from .profiles import seed_everything
-
-    rows, fits = [], []
-    for i, setting in enumerate(grid):
-        seed_everything(seed)
-        datamodule.seed = seed
-        result = fit(make_module(**setting), datamodule, profile, f"{run_name}/grid{i}")
-        fits.append(result)
-        rows.append(dict(setting, val_ndcg10=result.best_val_ndcg10, epochs=result.epochs,
-                         seconds=round(result.seconds, 1)))
-    best = max(range(len(grid)), key=lambda i: rows[i]["val_ndcg10"])
-    return dict(grid[best]), rows, fits[best]

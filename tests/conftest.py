@@ -1,15 +1,25 @@
+"""Every test runs away from the user's files: checkpoints and caches go to temporary folders.
+
+``MINIREC_RUNS_DIR`` and ``MINIREC_CACHE_DIR`` are set before minirec is imported, so the
+package and every notebook kernel the tests start (which inherit the environment) write
+there, never to ``runs/`` or ``data/cache/``. Figures and results go to ``tmp_path`` folders.
+"""
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_SESSION = tempfile.mkdtemp(prefix="minirec-tests-")
+os.environ["MINIREC_RUNS_DIR"] = os.path.join(_SESSION, "runs")
+os.environ["MINIREC_CACHE_DIR"] = os.path.join(_SESSION, "cache")      # shared by the session's tests
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
 def ml100k():
-    from minirec.data import load_movielens_100k
+    from minirec.loaders import load_movielens_100k
     return load_movielens_100k(download=False)
 
 
@@ -21,6 +31,6 @@ def synthetic():
 
 @pytest.fixture(scope="session")
 def ml100k_text(ml100k):
-    """Real all-MiniLM-L6-v2 embeddings of the MovieLens catalogue (cached under data/cache)."""
+    """Real all-MiniLM-L6-v2 embeddings of the MovieLens catalogue (cached in the session's folder)."""
     from minirec.embeddings import item_embeddings
     return item_embeddings(ml100k, verbose=False)

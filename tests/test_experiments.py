@@ -1,0 +1,89 @@
+"""The experiment runner: checkpoints are reused only when everything that made them is the same."""
+import json
+
+import numpy as np
+import pytest
+
+from minirec.data import leave_one_out
+from minirec.experiments import RunSpec, choose_on_validation, run
+from minirec.generative import GenerativeRecommender, GenRecConfig
+from minirec.pipeline import reused_checkpoints
+from minirec.profiles import PROFILES, get_profile, with_recipe
+from minirec.quantizers import QuantizerConfig, RQKMeans
+from minirec.semantic_ids import build_sid_table, shuffled_sid_table
+from minirec.synthetic import planted_embeddings
+
+TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic):
+    split = leave_one_out(synthetic)
+    table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
+                            synthetic)
+    spec = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(max_items=6, text_vocab_size=50,
+                                                                     backbone_overrides=TINY),
+                   table, synthetic.items["text"].tolist())
+    return split, table, spec, with_recipe(get_profile("smoke"), "generative", max_epochs=1)
+
+
+def test_same_settings_reuse_the_checkpoint_and_log_it(setup, tmp_path, monkeypatch, capsys):
+    split, _, spec, profile = setup
+    first = run(spec, split, profile, runs_dir=tmp_path)
+    log = tmp_path / "reused.jsonl"
+    monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
+    again = run(spec, split, profile, runs_dir=tmp_path)
+    assert "reusing the checkpoint" in capsys.readouterr().out
+    assert again.per_seed == first.per_seed and again.fits[0].epochs == first.fits[0].epochs
+    (key, seconds), = reused_checkpoints(str(log)).items()
+    assert key[1] == 0 and seconds == pytest.approx(first.fits[0].seconds) and seconds > 0
+
+
+def test_a_rebuilt_sid_table_retrains_and_says_why(setup, synthetic, tmp_path, capsys):
+    split, table, spec, profile = setup
+    run(spec, split, profile, runs_dir=tmp_path)
+    capsys.readouterr()
+    other = spec.variant("TIGER-mini", sid_table=shuffled_sid_table(table, synthetic, seed=1))
+    run(other, split, profile, runs_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert "training (the checkpoint under this label was made with another sid_table)" in out
+    assert len(list(tmp_path.glob("checkpoints/synthetic/GenerativeRecommender-*"))) == 2
+
+
+def test_another_recipe_or_config_retrains(setup, tmp_path, capsys):
+    split, _, spec, profile = setup
+    run(spec, split, profile, runs_dir=tmp_path)
+    capsys.readouterr()
+    run(spec, split, with_recipe(profile, "generative", lr=1e-4), runs_dir=tmp_path)
+    assert "another recipe.lr" in capsys.readouterr().out
+    run(spec.variant("TIGER-mini", attention_dropout=0.0), split, profile, runs_dir=tmp_path)
+    assert "another config.attention_dropout" in capsys.readouterr().out
+
+
+def test_retrain_ignores_a_matching_checkpoint(setup, tmp_path, capsys):
+    split, _, spec, profile = setup
+    run(spec, split, profile, runs_dir=tmp_path)
+    run(spec, split, profile, runs_dir=tmp_path, retrain=True)
+    assert "training (retrain=True)" in capsys.readouterr().out
+    fit_json = next(tmp_path.glob("checkpoints/synthetic/*/seed0/fit.json"))
+    assert json.loads(fit_json.read_text())["label"] == "TIGER-mini"
+
+
+def test_choose_on_validation_never_reads_the_test(setup, tmp_path):
+    split, _, spec, profile = setup
+    a = run(spec, split, profile, runs_dir=tmp_path)
+    b = run(spec.variant("TIGER-mini, no dropout", attention_dropout=0.0), split, profile, runs_dir=tmp_path)
+    a.fits[0].best_val_ndcg10, b.fits[0].best_val_ndcg10 = 0.1, 0.2
+    a.per_seed["ndcg@10"], b.per_seed["ndcg@10"] = [0.9], [0.0]      # the test would choose a
+    assert choose_on_validation({"a": a, "b": b}) == "b"
+
+
+def test_profiles_hold_recipes_not_architecture():
+    for profile in PROFILES.values():
+        assert set(profile.recipes) == {"sasrec", "generative", "quantizer"}
+        for family, overrides in profile.architecture.items():
+            assert not set(overrides) & {"lr", "weight_decay", "max_epochs", "patience", "batch_size"}
+    assert get_profile("course").name == "course" and "study" in PROFILES and "gpu" in PROFILES
+    with pytest.raises(ValueError, match="unknown profile 'cpu'"):
+        get_profile("cpu")
+    assert np.isfinite(get_profile("study").recipe("generative").lr)
