@@ -1,12 +1,12 @@
 # minirec: two commands do everything on a fresh machine (Python 3.11, CPU).
-#   make main   execute the notebook sequence (cpu profile) -> figures/ and figures/results.md
+#   make main   execute the notebook sequence (course profile; PROFILE=study for 3 seeds and every ablation) -> figures/ and figures/results.md
 #   make test   unit tests + every notebook in the smoke profile
 # Both create .venv and install the pinned requirements the first time.
 
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PROFILE ?= cpu
+PROFILE ?= course
 
 .PHONY: main test install clean
 

@@ -24,6 +24,14 @@ RUNS_DIR_ENV = "MINIREC_RUNS_DIR"        # overrides RUNS_DIR (the tests point i
 CACHE_DIR_ENV = "MINIREC_CACHE_DIR"      # overrides data/cache (SID tables, embeddings)
 
 
+FIGURES_DIR_ENV = "MINIREC_FIGURES_DIR"  # overrides figures/ (the main job's --figures-dir, the tests' temporary folder)
+
+
+def figures_dir() -> Path:
+    """Where figures and the results table go: ``$MINIREC_FIGURES_DIR`` if set, else ``figures/``."""
+    return Path(os.environ.get(FIGURES_DIR_ENV) or FIGURES_DIR)
+
+
 def runs_dir() -> Path:
     """Where checkpoints go: ``$MINIREC_RUNS_DIR`` if set, else ``runs/``."""
     return Path(os.environ.get(RUNS_DIR_ENV) or RUNS_DIR)
@@ -66,9 +74,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure(fig, name: str, figures_dir: str | os.PathLike | None = None, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as ``<figures_dir>/<name>.png`` atomically."""
-    out = Path(figures_dir or FIGURES_DIR) / f"{name}.png"
+def save_figure(fig, name: str, folder: str | os.PathLike | None = None, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``<folder>/<name>.png`` atomically (default folder: ``figures_dir()``)."""
+    out = Path(folder or figures_dir()) / f"{name}.png"
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return out

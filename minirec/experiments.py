@@ -189,3 +189,19 @@ def record(table: ResultsTable, dataset: str, runs: SeedRuns, profile: Profile, 
     note = f"epochs {[f.epochs for f in runs.fits]}" + (f"; {notes}" if notes else "")
     table.record(dataset, runs.label, {m: runs.per_seed[m] for m in RANKING_METRICS}, profile.name,
                  seeds=runs.seeds, notes=note)
+
+
+def compare_against(table: ResultsTable, dataset: str, name: str, per_user: dict[str, np.ndarray],
+                    references: dict[str, dict[str, np.ndarray]], profile: Profile,
+                    metric_names: Sequence[str] = ("ndcg@10",)) -> list:
+    """Paired bootstraps over users of ``name`` against each reference; recorded, printed and returned."""
+    from .metrics import paired_bootstrap
+
+    results = []
+    for m in metric_names:
+        for other, ref in references.items():
+            res = paired_bootstrap(per_user[m], ref[m], m, n_boot=profile.n_boot)
+            table.compare(dataset, name, other, res, profile.name)
+            print(res.verdict(name, other))
+            results.append(res)
+    return results

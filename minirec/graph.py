@@ -82,3 +82,17 @@ def collaborative_embeddings(x: np.ndarray, train_sequences: Sequence[np.ndarray
     """Text embeddings smoothed over the training co-occurrence graph (CoBa's input)."""
     graph = cooccurrence_graph(train_sequences, len(x), window, weighting)
     return propagate(x, normalize_symmetric(graph), alpha, k_g)
+
+
+def neighbour_cooccurrence(z: np.ndarray, graph: sp.spmatrix, k: int = 10, sample: int = 400, seed: int = 0) -> float:
+    """Share of each item's ``k`` nearest neighbours in ``z`` (cosine) that co-occur with it in ``graph``.
+
+    Averaged over ``sample`` random items: how collaborative an embedding's neighbourhoods are.
+    """
+    from .embeddings import nearest_neighbours
+
+    graph = sp.csr_matrix(graph)
+    n = z.shape[0]
+    items = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
+    linked = [np.mean(graph[i, nearest_neighbours(z, i, k)].toarray().ravel() > 0) for i in items]
+    return float(np.mean(linked))

@@ -1,10 +1,12 @@
 """The main job: execute the numbered notebooks in order with papermill.
 
-    python -m minirec.pipeline --profile cpu            # what `make main` runs
+    python -m minirec.pipeline                          # what `make main` runs (course profile)
+    python -m minirec.pipeline --profile study          # the numbers that hold up (hours on a CPU)
     python -m minirec.pipeline --profile smoke --only 01 02 --figures-dir /tmp/figs
 
-Executed copies go to ``runs/executed/`` (git-ignored), figures and the results table to
-``figures/`` (or ``--figures-dir``). A failing notebook stops the job with its name.
+Executed copies go to ``runs/executed/<profile>/`` (git-ignored), figures and the results
+table to ``figures/`` (or ``--figures-dir``); a run into ``figures/`` also refreshes the
+README's results block in the same step. A failing notebook stops the job with its name.
 
 Each notebook's cost goes to the results table under ``runtime``: its wall time, the
 training seconds of the checkpoints it reused instead of training (as recorded when they
@@ -17,34 +19,61 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .artifacts import FIGURES_DIR, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR
-from .profiles import PROFILES
+from .artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR
+from .profiles import DEFAULT_PROFILE, PROFILES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_topic.ipynb`` in order, optionally only some numbers."""
+    """The numbered notebooks ``NN_topic.ipynb`` in order; ``only`` picks some by number (an unknown one is an error)."""
     found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        found = [nb for nb in found if nb.name[:2] in only]
-    return found
+    if only is None:
+        return found
+    numbers = {nb.name[:2]: nb for nb in found}
+    unknown = [n for n in only if n not in numbers]
+    if not only or unknown:
+        raise ValueError(f"unknown notebook {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(numbers)} (two digits, e.g. --only 01 05)")
+    return [numbers[n] for n in only]
+
+
+def parameter_names(notebook: Path) -> set[str]:
+    """Names assigned in a notebook's ``parameters`` cell (the only ones papermill may set)."""
+    nb = json.loads(Path(notebook).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook.name} must have exactly one cell tagged 'parameters'")
+    return set(re.findall(r"^([A-Za-z_]\w*)\s*=", "".join(cells[0]["source"]), flags=re.M))
 
 
 def execute(notebook: Path, profile: str, figures_dir: Path, out_dir: Path, **parameters) -> Path:
-    """Run one notebook with papermill; returns the executed copy."""
+    """Run one notebook with papermill; returns the executed copy. Unknown parameter names are an error."""
     import papermill as pm
 
+    parameters = dict(profile=profile, **parameters)
+    unknown = sorted(set(parameters) - parameter_names(notebook))
+    if unknown:
+        raise ValueError(f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {sorted(parameter_names(notebook))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / notebook.name
-    pm.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
-                        parameters=dict(profile=profile, figures_dir=str(figures_dir), **parameters),
-                        progress_bar=False, log_output=False)
+    previous = os.environ.get(FIGURES_DIR_ENV)
+    os.environ[FIGURES_DIR_ENV] = str(figures_dir)          # the kernel inherits it
+    try:
+        pm.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
+                            parameters=parameters, progress_bar=False, log_output=False)
+    finally:
+        if previous is None:
+            del os.environ[FIGURES_DIR_ENV]
+        else:
+            os.environ[FIGURES_DIR_ENV] = previous
     return output
 
 
@@ -66,25 +95,41 @@ def runtime_row(wall: float, reused: float) -> dict[str, list[float]]:
     return {"wall_seconds": [wall], "reused_training_seconds": [reused], "without_checkpoints_seconds": [wall + reused]}
 
 
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 02")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 02 (default: all)")
+    parser.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
+                        help="NAME=VALUE for every notebook's parameters cell (e.g. retrain=True)")
     parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
-    parser.add_argument("--out-dir", type=Path, default=RUNS_DIR / "executed")
+    parser.add_argument("--out-dir", type=Path, default=None, help="default: runs/executed/<profile>")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        selected = notebooks(args.only)
+    except ValueError as err:
+        parser.error(str(err))
+    extra = {name: _literal(value) for name, value in args.parameter}
+    out_dir = args.out_dir or RUNS_DIR / "executed" / args.profile
 
-    from .results import ResultsTable
+    from .results import ResultsTable, update_readme
 
+    into_repo = args.figures_dir.resolve() == FIGURES_DIR.resolve()
     total, job_wall, job_reused, counted = time.perf_counter(), 0.0, 0.0, set()
-    for nb in notebooks(args.only):
+    for nb in selected:
         start = time.perf_counter()
         print(f"[minirec] {nb.name} ({args.profile}) ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             os.environ[REUSE_LOG_ENV] = log = os.path.join(tmp, "reused.jsonl")   # the kernel inherits it
             try:
-                execute(nb, args.profile, args.figures_dir, args.out_dir)
+                execute(nb, args.profile, args.figures_dir, out_dir, **extra)
             finally:
                 del os.environ[REUSE_LOG_ENV]       # never left pointing at a deleted folder
             reused = reused_checkpoints(log)
@@ -97,15 +142,25 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         ResultsTable(args.figures_dir).record("-", nb.stem, runtime_row(seconds, saved), args.profile,
                                               seeds=[0], table="runtime")
-    if not args.only:
+        if into_repo and args.profile != "smoke":
+            update_readme(REPO_ROOT / "README.md", args.figures_dir)
+    if args.only is None:
         ResultsTable(args.figures_dir).record("-", "main job", runtime_row(job_wall, job_reused), args.profile,
                                               seeds=[0], table="runtime")
-    if args.profile == "cpu" and args.figures_dir.resolve() == FIGURES_DIR.resolve() and not args.only:
-        from .results import update_readme
-        update_readme(REPO_ROOT / "README.md", args.figures_dir)
+        if into_repo and args.profile != "smoke":
+            update_readme(REPO_ROOT / "README.md", args.figures_dir)
     print(f"[minirec] main job finished in {time.perf_counter() - total:.0f} s; "
           f"results in {args.figures_dir / 'results.md'}")
     return 0
+
+
+def _literal(value: str):
+    """A parameter value as Python reads it (True, 3, 0.5), else the string itself."""
+    import ast
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 if __name__ == "__main__":

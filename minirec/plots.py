@@ -242,12 +242,14 @@ def thinking_attention_grid(att: np.ndarray, title: str = ""):
     return fig
 
 
-def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray]):
-    """Left: mean attention of t_l by recency; right: per-item attention to genre-sharing vs other items."""
+def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray], sem: np.ndarray | None = None):
+    """Left: mean attention of t_l by recency (± one standard error); right: genre-sharing vs other items."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     n_levels, T = by_recency.shape
     for level in range(n_levels):
-        ax1.plot(np.arange(1, T + 1), by_recency[level], marker=".", label=f"t{level + 1}")
+        ax1.errorbar(np.arange(1, T + 1), by_recency[level], yerr=None if sem is None else sem[level], marker=".",
+                     capsize=2, label=f"t{level + 1}")
+    ax1.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax1.set(xlabel="items back from the newest (1 = last watched)", ylabel="mean attention per item",
             title="thinking attention by recency")
     ax1.legend()

@@ -52,7 +52,7 @@ class Profile:
     n_boot: int = 2000                      # bootstrap resamples for paired confidence intervals
     umap_epochs: int | None = None          # UMAP optimisation epochs (None = UMAP's default)
     architecture: dict = field(default_factory=dict)  # family -> config overrides (e.g. a bigger backbone)
-    ablations: bool = True                  # train the ablation runs (random SIDs, pause, no alignment, Kc)
+    ablations: bool = True                  # train S²GR's ablation runs (pause tokens, no alignment)
     diagnostics: bool = False               # train the diagnostic runs of the "why" studies
     kc_sweep: tuple[int, ...] = ()          # S²GR cluster counts tried besides the default (ablation seeds)
     bench_users: int = 256                  # users timed by the beam-search and cost benchmarks
@@ -98,7 +98,7 @@ PROFILES = {
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
         architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)}),
     "course": Profile(
-        "course", ablations=True, umap_epochs=200, bench_users=128, bench_rounds=2, attention_users=100,
+        "course", ablations=False, umap_epochs=200, bench_users=128, bench_rounds=2, attention_users=100,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=40, patience=4),
                  "generative": replace(_STUDY["generative"], max_epochs=8, patience=3, horizon_steps=None),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=150)}),

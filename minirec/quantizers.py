@@ -302,3 +302,17 @@ def make_quantizer(name: str, profile: Profile, levels: int = 3, codebook_size: 
     config = coba_config(**shape) if name == "CoBa" else QuantizerConfig(**shape)
     trainer = {k: v for k, v in profile.trainer_kwargs().items() if k != "enable_progress_bar"}
     return QUANTIZERS[name](config, profile.recipe("quantizer"), **trainer)
+
+
+def cached_sid_table(name: str, dataset, split, profile: Profile, encoder: str = "all-MiniLM-L6-v2",
+                     levels: int = 3, codebook_size: int = 32, seed: int = 0):
+    """The SID table notebook 04 builds (``<cache>/sids/<dataset>_<name>_L<levels>_K<K>_s<seed>.npz``),
+    loaded when it was made with these very settings, else rebuilt the same way."""
+    from .artifacts import cache_dir
+    from .embeddings import item_embeddings
+    from .semantic_ids import build_sid_table
+
+    x = item_embeddings(dataset, encoder)
+    path = cache_dir("sids") / f"{dataset.name}_{name}_L{levels}_K{codebook_size}_s{seed}.npz"
+    return build_sid_table(make_quantizer(name, profile, levels, codebook_size, seed), x, dataset, split.train,
+                           cache=path, encoder=encoder)

@@ -17,13 +17,14 @@ from .profiles import Profile
 from .results import load_per_user, save_per_user
 
 
-def sasrec_spec(split: LeaveOneOutSplit, profile: Profile, label: str = "SASRec", **overrides):
-    """SASRec over the split's catalogue and history cap, with the profile's architecture overrides."""
+def sasrec_spec(split: LeaveOneOutSplit, profile: Profile, label: str = "SASRec", seeds: tuple[int, ...] | None = None,
+                **overrides):
+    """SASRec over the split's catalogue and history cap, with the profile's architecture overrides (and ``overrides``)."""
     from .experiments import RunSpec
     from .sasrec import SASRec, SASRecConfig
     config = SASRecConfig(n_items=split.dataset.n_items, max_len=split.max_history,
                           **dict(profile.arch("sasrec"), **overrides))
-    return RunSpec(label, SASRec, config, seeds=profile.seeds)
+    return RunSpec(label, SASRec, config, seeds=tuple(profile.seeds if seeds is None else seeds))
 
 
 def reference_per_user(method: str, split: LeaveOneOutSplit, profile: Profile,

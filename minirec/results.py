@@ -14,9 +14,10 @@ from typing import Iterable
 
 import numpy as np
 
-from .artifacts import FIGURES_DIR, git_commit, write_json, write_text
+from .artifacts import figures_dir as default_figures_dir, git_commit, write_json, write_text
 from .metrics import BootstrapResult
 
+PROFILE_ORDER = ("study", "gpu", "course", "smoke")
 RANKING_METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 
 
@@ -24,7 +25,7 @@ class ResultsTable:
     """Read, update and render ``results.json`` in a figures folder."""
 
     def __init__(self, figures_dir: str | Path | None = None):
-        self.dir = Path(figures_dir or FIGURES_DIR)
+        self.dir = Path(figures_dir or default_figures_dir())
         self.path = self.dir / "results.json"
         if self.path.exists():
             data = json.loads(self.path.read_text())
@@ -43,13 +44,12 @@ class ResultsTable:
             if len(values) != len(seeds):
                 raise ValueError(f"{method}/{metric}: {len(values)} values for {len(seeds)} seeds")
             row = {"table": table, "dataset": dataset, "method": method, "metric": metric,
-                   "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                   "mean": mean_sd(values)[0], "std": mean_sd(values)[1],
                    "values": [float(v) for v in values], "seeds": seeds, "profile": profile,
                    "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             if notes:
                 row["notes"] = notes
-            self.records = [r for r in self.records if (r["table"], r["dataset"], r["method"], r["metric"])
-                            != (table, dataset, method, metric)] + [row]
+            self.records = _upsert(self.records, row, ("profile", "table", "dataset", "method", "metric"))
         self.save()
 
     def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str) -> None:
@@ -58,9 +58,7 @@ class ResultsTable:
                "mean_b": result.mean_b, "diff": result.diff, "relative": result.relative,
                "ci95": [result.low, result.high], "significant": result.significant,
                "n_users": result.n_users, "n_boot": result.n_boot, "profile": profile, "commit": git_commit()}
-        key = (dataset, a, b, result.metric)
-        self.comparisons = [c for c in self.comparisons if (c["dataset"], c["a"], c["b"], c["metric"]) != key]
-        self.comparisons.append(row)
+        self.comparisons = _upsert(self.comparisons, row, ("profile", "dataset", "a", "b", "metric"))
         self.save()
 
     def save(self) -> None:
@@ -68,41 +66,75 @@ class ResultsTable:
         write_text(self.dir / "results.md", self.markdown())
 
     # ------------------------------------------------------------------ reading
-    def get(self, dataset: str, method: str, metric: str, table: str = "ranking") -> dict | None:
+    def get(self, dataset: str, method: str, metric: str, table: str = "ranking", profile: str | None = None) -> dict | None:
         for r in self.records:
-            if (r["table"], r["dataset"], r["method"], r["metric"]) == (table, dataset, method, metric):
+            if (r["table"], r["dataset"], r["method"], r["metric"]) == (table, dataset, method, metric) \
+                    and profile in (None, r["profile"]):
                 return r
         return None
 
-    def markdown(self) -> str:
-        """One Markdown table per ``table`` (rows dataset/method, columns metrics), then comparisons."""
+    def profiles(self) -> list[str]:
+        """Profiles with records, in a fixed order (study first: the numbers that hold up)."""
+        found = {r["profile"] for r in self.records} | {c["profile"] for c in self.comparisons}
+        return sorted(found, key=lambda p: (PROFILE_ORDER.index(p) if p in PROFILE_ORDER else len(PROFILE_ORDER), p))
+
+    def markdown(self, profiles: list[str] | None = None) -> str:
+        """Per profile: one Markdown table per ``table`` (rows dataset/method, columns metrics), then comparisons."""
         out = ["# minirec results", "",
-               "Written by the main job (`make main`); mean ± std over seeds. Full ranking over the catalogue, "
-               "history items excluded, leave-one-out. Do not edit by hand.", ""]
-        for table in dict.fromkeys(r["table"] for r in self.records):
-            rows = [r for r in self.records if r["table"] == table]
+               "Written by the main job (`make main`); mean ± std over seeds (sample std, ddof = 1). Full ranking "
+               "over the catalogue, history items excluded, leave-one-out. Do not edit by hand.", ""]
+        for profile in profiles or self.profiles():
+            out += self._profile_markdown(profile)
+        return "\n".join(out)
+
+    def _profile_markdown(self, profile: str) -> list[str]:
+        out = [f"## profile: {profile}", ""]
+        records = [r for r in self.records if r["profile"] == profile]
+        comparisons = [c for c in self.comparisons if c["profile"] == profile]
+        for table in dict.fromkeys(r["table"] for r in records):
+            rows = [r for r in records if r["table"] == table]
             metrics = list(dict.fromkeys(r["metric"] for r in rows))
             if table == "ranking":
                 metrics = [m for m in RANKING_METRICS if m in metrics] + [m for m in metrics if m not in RANKING_METRICS]
-            out += [f"## {table}", "", "| dataset | method | seeds | profile | " + " | ".join(metrics) + " |",
-                    "|---|---|---|---|" + "---|" * len(metrics)]
+            out += [f"### {table}", "", "| dataset | method | seeds | " + " | ".join(metrics) + " |",
+                    "|---|---|---|" + "---|" * len(metrics)]
             for key in dict.fromkeys((r["dataset"], r["method"]) for r in rows):
                 cells = {r["metric"]: r for r in rows if (r["dataset"], r["method"]) == key}
                 first = next(iter(cells.values()))
                 values = [_cell(cells[m]) if m in cells else "" for m in metrics]
-                out.append(f"| {key[0]} | {key[1]} | {len(first['seeds'])} | {first['profile']} | "
-                           + " | ".join(values) + " |")
+                out.append(f"| {key[0]} | {key[1]} | {len(first['seeds'])} | " + " | ".join(values) + " |")
             out.append("")
-        if self.comparisons:
-            out += ["## paired bootstrap comparisons (95% CI over users)", "",
+        if comparisons:
+            out += ["### paired bootstrap comparisons (95% CI over users)", "",
                     "| dataset | A | B | metric | A | B | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|---|"]
-            for c in self.comparisons:
+            for c in comparisons:
                 verdict = ("A better" if c["diff"] > 0 else "B better") if c["significant"] else "within noise"
                 out.append(f"| {c['dataset']} | {c['a']} | {c['b']} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f} ({c['relative']:+.1%}) | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")
             out.append("")
-        return "\n".join(out)
+        return out
+
+
+def _upsert(rows: list[dict], row: dict, key: tuple[str, ...]) -> list[dict]:
+    """Replace the row with the same key in place (the order of the table never changes), or append it."""
+    for i, r in enumerate(rows):
+        if all(r.get(k) == row[k] for k in key):
+            return rows[:i] + [row] + rows[i + 1:]
+    return rows + [row]
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of per-seed numbers."""
+    values = np.asarray(list(values), dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def format_mean_sd(values, digits: int = 4) -> str:
+    """``mean ± sd`` over seeds (``mean_sd``); a single seed prints its value alone."""
+    values = list(values)
+    mean, sd = mean_sd(values)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def _cell(r: dict) -> str:
@@ -118,7 +150,7 @@ def save_per_user(figures_dir: str | Path | None, dataset: str, method: str, per
     """Keep a method's per-user test metrics so later notebooks can bootstrap against it."""
     from .artifacts import atomic_path
 
-    path = Path(figures_dir or FIGURES_DIR) / "per_user" / f"{dataset}__{method}.npz"
+    path = Path(figures_dir or default_figures_dir()) / "per_user" / f"{dataset}__{method}.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, profile=np.array(profile), **per_user)
@@ -128,7 +160,7 @@ def save_per_user(figures_dir: str | Path | None, dataset: str, method: str, per
 def load_per_user(figures_dir: str | Path | None, dataset: str, method: str, profile: str,
                   n_users: int) -> dict[str, np.ndarray] | None:
     """Per-user metrics saved by ``save_per_user`` for this profile and user count, else None."""
-    path = Path(figures_dir or FIGURES_DIR) / "per_user" / f"{dataset}__{method}.npz"
+    path = Path(figures_dir or default_figures_dir()) / "per_user" / f"{dataset}__{method}.npz"
     if not path.exists():
         return None
     with np.load(path) as data:
@@ -142,16 +174,15 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def update_readme(readme: str | Path, figures_dir: str | Path | None = None) -> bool:
-    """Copy the rendered results tables between the README's results markers."""
+    """Copy the rendered results tables (every profile but smoke) between the README's results markers."""
     readme = Path(readme)
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return False
-    tables = ResultsTable(figures_dir).markdown().split("\n", 2)[2].strip()   # drop the page title
-    tables = tables.replace("\n## ", "\n#### ")
-    tables = tables.replace("## ", "#### ", 1) if tables.startswith("## ") else tables
+    results = ResultsTable(figures_dir)
+    body = results.markdown([p for p in results.profiles() if p != "smoke"]).split("\n", 3)[3].strip()
+    body = body.replace("### ", "#### ").replace("## profile: ", "### profile: ")     # nest under the README's ##
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    from .artifacts import write_text
-    write_text(readme, f"{head}{README_START}\n{tables}\n{README_END}{tail}")
+    write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
     return True

@@ -64,7 +64,7 @@ class S2GRConfig(GenRecConfig):
     align_weight: float = 1.0       # weight of Σ_l L_align_l; 0 = the no-alignment ablation
     n_clusters: int = 8             # Kc: clusters of each level's codewords
     temperature: float = 0.1        # τ of the prototype contrast
-    think_targets: int | None = 6   # targets per training window that get thinking branches (None = all)
+    think_targets: int | None = 4   # targets per training window that get thinking branches (None = all)
     reg_weight: float = 0.0         # weight of the first-step regulariser (InfoNCE interest + 1 - cos); 0 = off
     plain_weight: float = 1.0       # weight of TIGER's next-token loss on the plain history pass (all targets)
     cluster_seed: int = 0
@@ -335,6 +335,38 @@ class S2GR(GenerativeRecommender):
             per_layer = [a[0, :, 0, 1:1 + T * P].reshape(a.shape[1], T, P).sum(-1) for a in b.attentions[2 * level]]
             out.append(torch.stack(per_layer).float().cpu().numpy())
         return np.stack(out)
+
+
+def user_attention(module: S2GR, stage, user: int) -> tuple[np.ndarray, list[int]]:
+    """One test user's thinking attention (L, layers, heads, T) on the true target, and the T history items."""
+    history = torch.as_tensor(stage.inputs(module.config.max_items)[user])
+    att = module.thinking_attention(history, int(stage.targets[user]))
+    return att, history[history >= 0].tolist()[-att.shape[-1]:]
+
+
+def attention_profiles(module: S2GR, stage, genres: list, n_users: int):
+    """Mean attention of each thinking step (over layers and heads) across the first ``n_users`` users.
+
+    Returns (L, T) by recency (column 0 = the last item) with the standard error of each
+    mean, and per thinking step the mean attention on items that do / do not share a genre with the target.
+    """
+    T, L = module.config.max_items, module.levels
+    rows = [[] for _ in range(T)]
+    shares, others = [], []
+    for u in range(min(len(stage), n_users)):
+        a, hist = user_attention(module, stage, u)
+        a = a.mean(axis=(1, 2))                                                   # (L, t)
+        for back, column in enumerate(a[:, ::-1].T):
+            rows[back].append(column)
+        target_genres = set(genres[int(stage.targets[u])])
+        shared = np.array([bool(target_genres & set(genres[i])) for i in hist])
+        shares += list(a[:, shared].T)
+        others += list(a[:, ~shared].T)
+    mean = np.array([np.mean(r, axis=0) if r else np.full(L, np.nan) for r in rows]).T        # (L, T)
+    sem = np.array([np.std(r, axis=0, ddof=1) / np.sqrt(len(r)) if len(r) > 1 else np.zeros(L) for r in rows]).T
+    by_genre = {"shares a genre with the target": np.mean(shares, axis=0) if shares else np.zeros(L),
+                "no shared genre": np.mean(others, axis=0) if others else np.zeros(L)}
+    return mean, sem, by_genre
 
 
 @torch.no_grad()
