@@ -35,6 +35,9 @@ from .results import RANKING_METRICS, ResultsTable
 from .training import FitResult, SequenceDataModule, fit, load_fit, log_reuse
 
 
+_TRAINED_IN_THIS_PROCESS: set[Path] = set()   # checkpoints this kernel trained (their reuse is not a saving)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What one experiment trains; ``run`` decides how from a profile."""
@@ -159,7 +162,8 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
         folder = checkpoint_dir(spec, fp, seed, runs_dir)
         if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
             result = load_fit(spec.build(), folder)
-            log_reuse(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
+            if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
+                log_reuse(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
             if verbose:
                 print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
         else:
@@ -170,6 +174,7 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
             datamodule = SequenceDataModule(split, max_len=spec.window, seed=seed)
             module = spec.build()
             result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
+            _TRAINED_IN_THIS_PROCESS.add(folder)
         scores = evaluate(result.module, split.test)
         by_seed[seed] = scores
         for name, values in scores.items():

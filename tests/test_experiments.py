@@ -87,3 +87,12 @@ def test_profiles_hold_recipes_not_architecture():
     with pytest.raises(ValueError, match="unknown profile 'cpu'"):
         get_profile("cpu")
     assert np.isfinite(get_profile("study").recipe("generative").lr)
+
+
+def test_reusing_a_checkpoint_trained_in_the_same_process_is_not_logged_as_a_saving(setup, tmp_path, monkeypatch):
+    split, _, spec, profile = setup
+    log = tmp_path / "reused.jsonl"
+    monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
+    run(spec.variant("TIGER-mini, grid"), split, profile, runs_dir=tmp_path)
+    run(spec, split, profile, runs_dir=tmp_path)          # same fingerprint: reused, but trained just now
+    assert reused_checkpoints(str(log)) == {}
