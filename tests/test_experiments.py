@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from minirec import experiments
 from minirec.data import leave_one_out
 from minirec.experiments import RunSpec, choose_on_validation, run
 from minirec.generative import GenerativeRecommender, GenRecConfig
@@ -32,6 +33,7 @@ def test_same_settings_reuse_the_checkpoint_and_log_it(setup, tmp_path, monkeypa
     first = run(spec, split, profile, runs_dir=tmp_path)
     log = tmp_path / "reused.jsonl"
     monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
+    monkeypatch.setattr(experiments, "_TRAINED_IN_THIS_PROCESS", set())    # as in a later notebook's kernel
     again = run(spec, split, profile, runs_dir=tmp_path)
     assert "reusing the checkpoint" in capsys.readouterr().out
     assert again.per_seed == first.per_seed and again.fits[0].epochs == first.fits[0].epochs
