@@ -19,7 +19,7 @@ def test_record_upsert_and_markdown(tmp_path):
     assert rows[0]["seeds"] == [0, 1, 2] and rows[0]["profile"] == "cpu" and rows[0]["commit"]
     t.compare("ml", "A", "B", paired_bootstrap(np.ones(50), np.zeros(50), "ndcg@10", n_boot=50), "cpu")
     md = (tmp_path / "results.md").read_text()
-    assert "| ml | A | 3 | cpu | 0.2000 ± 0.0000 |" in md and "A better" in md
+    assert "## profile: cpu" in md and "| ml | A | 3 | 0.2000 ± 0.0000 |" in md and "A better" in md
     assert ResultsTable(tmp_path).get("ml", "B", "ndcg@10")["mean"] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="2 values for 3 seeds"):
         t.record("ml", "C", {"x": [1, 2]}, "cpu", seeds=[0, 1, 2])
