@@ -43,8 +43,8 @@ class ResultsTable:
             values = np.asarray(list(values), dtype=np.float64)
             if len(values) != len(seeds):
                 raise ValueError(f"{method}/{metric}: {len(values)} values for {len(seeds)} seeds")
-            row = {"table": table, "dataset": dataset, "method": method, "metric": metric,
-                   "mean": mean_sd(values)[0], "std": mean_sd(values)[1],
+            mean, std = mean_sd(values)
+            row = {"table": table, "dataset": dataset, "method": method, "metric": metric, "mean": mean, "std": std,
                    "values": [float(v) for v in values], "seeds": seeds, "profile": profile,
                    "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             if notes:
