@@ -74,12 +74,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure(fig, name: str, folder: str | os.PathLike | None = None, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as ``<folder>/<name>.png`` atomically (default folder: ``figures_dir()``)."""
+def save_figure(fig, name: str, folder: str | os.PathLike | None = None, dpi: int = 110) -> None:
+    """Save a matplotlib figure as ``<folder>/<name>.png`` atomically (default folder: ``figures_dir()``).
+
+    Returns nothing, so a notebook cell that ends with it shows the figure and no path echo.
+    """
     out = Path(folder or figures_dir()) / f"{name}.png"
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    return out
 
 
 def git_commit(short: bool = True) -> str:

@@ -1,4 +1,4 @@
-"""The Qwen3 backbone and its vocabulary of semantic-ID tokens (METHOD.md §3).
+"""The Qwen3 backbone and its vocabulary of semantic-ID tokens (docs/method.md §3).
 
 - ``SIDVocabulary``: one token per (level, code), written ``<a_12>``, ``<b_3>``, ``<c_30>``,
   ``<d_0>`` (level letters a, b, c, ... ; the last level is the de-duplication code), plus

@@ -1,4 +1,4 @@
-"""Trie-constrained beam search over semantic IDs, batched and cached (METHOD.md §5).
+"""Trie-constrained beam search over semantic IDs, batched and cached (docs/method.md §5).
 
 The catalogue's SIDs form a prefix trie. Instead of walking it in Python for every beam,
 ``SIDTrie`` numbers the distinct prefixes of each depth and stores a dense transition

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import replace
 
 import lightning as L
@@ -119,7 +120,9 @@ def training_throughput(module, datamodule, profile: Profile, steps: int = 30, w
     options = dict(profile.trainer_kwargs(), enable_progress_bar=False)
     trainer = L.Trainer(max_steps=len(batches), logger=False, enable_checkpointing=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer], **options)
-    trainer.fit(lit, train_dataloaders=DataLoader(batches, batch_size=None))   # the same batches, in order
+    with warnings.catch_warnings():     # training speed only: the module's validation_step is meant to be idle here
+        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
+        trainer.fit(lit, train_dataloaders=DataLoader(batches, batch_size=None))   # the same batches, in order
     lightning_seconds = timer.seconds
     return {"bare_tokens_per_s": tokens / bare_seconds, "lightning_tokens_per_s": tokens / lightning_seconds,
             "lightning_over_bare": (tokens / lightning_seconds) / (tokens / bare_seconds)}

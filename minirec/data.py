@@ -1,4 +1,4 @@
-"""Sequential-recommendation datasets and the leave-one-out protocol (METHOD.md §0).
+"""Sequential-recommendation datasets and the leave-one-out protocol (docs/method.md §0).
 
 What lives here (the file readers are in ``minirec.loaders``):
 - ``SequenceDataset``: users' chronological item sequences with contiguous item ids,
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 
-MAX_HISTORY = 50  # the protocol's history cap (METHOD.md §0)
+MAX_HISTORY = 50  # the protocol's history cap (docs/method.md §0)
 
 
 # ----------------------------------------------------------------------------- errors

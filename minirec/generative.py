@@ -1,4 +1,4 @@
-"""Generative retrieval on a Qwen3 backbone: TIGER-mini (METHOD.md §4).
+"""Generative retrieval on a Qwen3 backbone: TIGER-mini (docs/method.md §4).
 
 A user's history becomes a token sequence ``<bos> sid(i_1) sid(i_2) ... sid(i_T)`` where
 ``sid(i)`` is the item's L+1 SID tokens. The model learns next-token prediction on every

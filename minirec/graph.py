@@ -1,4 +1,4 @@
-"""S²GR's collaborative signal: the item co-occurrence graph and propagation (METHOD.md §1).
+"""S²GR's collaborative signal: the item co-occurrence graph and propagation (docs/method.md §1).
 
 The graph is built from the *training* part of the split only, so validation and test
 items never leak into the item representations a quantiser sees.

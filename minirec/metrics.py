@@ -1,4 +1,4 @@
-"""The evaluation protocol shared by every method (METHOD.md §0).
+"""The evaluation protocol shared by every method (docs/method.md §0).
 
 - Full ranking over the whole catalogue: no sampled negatives.
 - Items in the user's own history (everything before the target) are excluded from the
@@ -121,10 +121,15 @@ class BootstrapResult:
     def verdict(self, name_a: str = "A", name_b: str = "B") -> str:
         """One sentence a notebook can print."""
         text = (f"{self.metric}: {name_a} {self.mean_a:.4f} vs {name_b} {self.mean_b:.4f}, "
-                f"difference {self.diff:+.4f} ({self.relative:+.1%}), 95% CI [{self.low:+.4f}, {self.high:+.4f}]")
+                f"difference {self.diff:+.4f}{format_relative(self.relative)}, 95% CI [{self.low:+.4f}, {self.high:+.4f}]")
         if self.significant:
             return text + f" -> {name_a if self.diff > 0 else name_b} is better beyond bootstrap noise."
         return text + " -> within noise: the interval contains zero."
+
+
+def format_relative(relative: float) -> str:
+    """`` (+12.3%)``, or nothing when the reference scores 0 and the ratio is undefined."""
+    return f" ({relative:+.1%})" if np.isfinite(relative) else ""
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, metric: str = "", n_boot: int = 2000,

@@ -6,7 +6,13 @@
 
 Executed copies go to ``runs/executed/<profile>/`` (git-ignored), figures and the results
 table to ``figures/`` (or ``--figures-dir``); a run into ``figures/`` also refreshes the
-README's results block in the same step. A failing notebook stops the job with its name.
+README's results block in the same step. A course run into ``figures/`` (what ``make main``
+does) also writes each executed notebook back into ``notebooks/``, outputs included and
+cleaned of run metadata (``publishable``), so the course reads on GitHub without running it.
+A failing notebook stops the job with its name.
+
+The sequence is ``notebooks/NN_topic.ipynb`` in order, with bonus notebooks ``NNb_topic.ipynb``
+(the diagnostic "why" studies) right after the notebook they extend.
 
 Each notebook's cost goes to the results table under ``runtime``: its wall time, the
 training seconds of the checkpoints it reused instead of training (as recorded when they
@@ -25,23 +31,38 @@ import tempfile
 import time
 from pathlib import Path
 
-from .artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR
+from jupyter_client.manager import KernelManager
+from traitlets import CaselessStrEnum
+
+from .artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR, write_text
 from .profiles import DEFAULT_PROFILE, PROFILES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PUBLISHED_PROFILE = "course"       # the run whose outputs the committed notebooks carry
+
+
+def notebook_key(notebook: Path) -> str:
+    """What ``--only`` calls a notebook: ``05`` for ``05_generative_retrieval.ipynb``, ``05b`` for a bonus one."""
+    return Path(notebook).name.split("_", 1)[0]
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_topic.ipynb`` in order; ``only`` picks some by number (an unknown one is an error)."""
-    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """The course notebooks in order (``05`` before ``05b`` before ``06``); ``only`` picks some by key (an unknown one is an error)."""
+    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]*_*.ipynb") if re.fullmatch(r"\d\d[a-z]?", notebook_key(p)))
     if only is None:
         return found
-    numbers = {nb.name[:2]: nb for nb in found}
+    numbers = {notebook_key(nb): nb for nb in found}
     unknown = [n for n in only if n not in numbers]
     if not only or unknown:
         raise ValueError(f"unknown notebook {', '.join(map(repr, unknown)) or '(none given)'}; "
-                         f"choose from {', '.join(numbers)} (two digits, e.g. --only 01 05)")
+                         f"choose from {', '.join(numbers)} (e.g. --only 01 05 05b)")
     return [numbers[n] for n in only]
+
+
+class LocalKernelManager(KernelManager):
+    """Talks to the notebook's kernel over local IPC sockets instead of loopback TCP: nothing listens on a port,
+    and the kernel has no reason to warn that its traffic is unencrypted."""
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 
 def parameter_names(notebook: Path) -> set[str]:
@@ -68,13 +89,54 @@ def execute(notebook: Path, profile: str, figures_dir: Path, out_dir: Path, **pa
     os.environ[FIGURES_DIR_ENV] = str(figures_dir)          # the kernel inherits it
     try:
         pm.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
-                            parameters=parameters, progress_bar=False, log_output=False)
+                            parameters=parameters, progress_bar=False, log_output=False,
+                            kernel_manager_class=LocalKernelManager)
     finally:
         if previous is None:
             del os.environ[FIGURES_DIR_ENV]
         else:
             os.environ[FIGURES_DIR_ENV] = previous
     return output
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def publishable(nb: dict) -> dict:
+    """An executed notebook as it is committed: outputs kept, run noise dropped.
+
+    Drops papermill's injected-parameters cell (the source stays the committed one), papermill's
+    and the kernel's timing metadata, the saved widget state (a large blob that GitHub cannot
+    render) and widget views in outputs (their plain-text fallback stays).
+    """
+    nb = dict(nb, metadata={k: v for k, v in nb["metadata"].items() if k not in ("papermill", "widgets")})
+    cells = []
+    for cell in nb["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cell = dict(cell, metadata={k: v for k, v in cell.get("metadata", {}).items()
+                                    if k not in ("papermill", "execution")})
+        if cell["cell_type"] == "code":
+            outputs = []
+            for out in cell.get("outputs", []):
+                if WIDGET_VIEW in out.get("data", {}):
+                    out = dict(out, data={k: v for k, v in out["data"].items() if k != WIDGET_VIEW})
+                outputs.append(out)
+            cell["outputs"] = outputs
+        cells.append(cell)
+    nb["cells"] = cells
+    return nb
+
+
+def writes_back(profile: str, figures_dir: Path) -> bool:
+    """Whether a run's executed notebooks replace ``notebooks/``: only a course run into ``figures/``."""
+    return profile == PUBLISHED_PROFILE and Path(figures_dir).resolve() == FIGURES_DIR.resolve()
+
+
+def publish(executed: Path, notebook: Path) -> None:
+    """Write an executed notebook back over its source, ``publishable`` and atomically."""
+    nb = publishable(json.loads(Path(executed).read_text()))
+    write_text(notebook, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def reused_checkpoints(log: str) -> dict[tuple[str, int], float]:
@@ -122,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from .results import ResultsTable, update_readme
 
     into_repo = args.figures_dir.resolve() == FIGURES_DIR.resolve()
+    write_back = writes_back(args.profile, args.figures_dir)
     total, job_wall, job_reused, counted = time.perf_counter(), 0.0, 0.0, set()
     for nb in selected:
         start = time.perf_counter()
@@ -129,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ[REUSE_LOG_ENV] = log = os.path.join(tmp, "reused.jsonl")   # the kernel inherits it
             try:
-                execute(nb, args.profile, args.figures_dir, out_dir, **extra)
+                executed = execute(nb, args.profile, args.figures_dir, out_dir, **extra)
             finally:
                 del os.environ[REUSE_LOG_ENV]       # never left pointing at a deleted folder
             reused = reused_checkpoints(log)
@@ -144,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                                               seeds=[0], table="runtime")
         if into_repo and args.profile != "smoke":
             update_readme(REPO_ROOT / "README.md", args.figures_dir)
+        if write_back:
+            publish(executed, nb)
     if args.only is None:
         ResultsTable(args.figures_dir).record("-", "main job", runtime_row(job_wall, job_reused), args.profile,
                                               seeds=[0], table="runtime")

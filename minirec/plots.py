@@ -110,9 +110,10 @@ def primary_genres(dataset: SequenceDataset, top: int = 8) -> np.ndarray:
     return np.array(out)
 
 
-def scatter_by_label(ax, coords: np.ndarray, labels: np.ndarray, title: str, legend: bool = True, s: float = 6):
-    """Points coloured by a categorical label."""
-    names = list(dict.fromkeys(sorted(labels, key=str)))
+def scatter_by_label(ax, coords: np.ndarray, labels: np.ndarray, title: str, legend: bool = True, s: float = 6,
+                     label_centres: bool = False):
+    """Points coloured by a categorical label (codes sort as numbers); ``label_centres`` writes each label at its median."""
+    names = list(np.unique(labels))
     if len(names) <= 20:
         cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
         colours = [cmap(i) for i in range(len(names))]
@@ -121,6 +122,11 @@ def scatter_by_label(ax, coords: np.ndarray, labels: np.ndarray, title: str, leg
     for name, colour in zip(names, colours):
         keep = labels == name
         ax.scatter(coords[keep, 0], coords[keep, 1], s=s, color=colour, label=str(name), alpha=0.8)
+    if label_centres:
+        for name in names:
+            x, y = np.median(coords[labels == name], axis=0)
+            ax.text(x, y, str(name), fontsize=7, ha="center", va="center", weight="bold",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
     ax.set(title=title, xticks=[], yticks=[])
     if legend and len(names) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
@@ -130,16 +136,19 @@ def code_usage(tables: dict, levels: int | None = None):
     """Bar charts of items per code: one row per quantiser, one column per level (sorted)."""
     names = list(tables)
     levels = levels or next(iter(tables.values())).levels
-    fig, axes = plt.subplots(len(names), levels, figsize=(3.6 * levels, 2.3 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), levels, figsize=(3.6 * levels, 2.5 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         t = tables[name]
         for level in range(levels):
             counts = np.sort(np.bincount(t.codes[:, level], minlength=t.codebook_size))[::-1]
             ax = axes[r][level]
             ax.bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue" if counts.min() > 0 else "tab:red")
-            ax.axhline(t.n_items / t.codebook_size, color="k", ls="--", lw=0.8)
+            ax.axhline(t.n_items / t.codebook_size, color="k", ls="--", lw=0.8, label="perfectly even use (items / K)")
             ax.set(title=f"{name} · level {level + 1} · {int((counts > 0).sum())}/{len(counts)} used",
-                   xticks=[], ylabel="items" if level == 0 else None)
+                   xticks=[], ylabel="items" if level == 0 else None,
+                   xlabel="codes, most used first" if r == len(names) - 1 else None)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("items per code (red: some code unused)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -163,11 +172,13 @@ def cluster_hierarchy(coords: np.ndarray, codes: np.ndarray, zoom: tuple[int, ..
     counts = np.bincount(codes[:, 0])
     zoom = zoom or tuple(c for c in np.argsort(-counts, kind="stable")[:2] if counts[c] > 0)
     fig, axes = plt.subplots(1, 1 + len(zoom), figsize=(5 * (1 + len(zoom)), 4.5), squeeze=False)
-    scatter_by_label(axes[0][0], coords, codes[:, 0], title or "level-1 codes", legend=False)
+    scatter_by_label(axes[0][0], coords, codes[:, 0], (title or "level-1 codes") + "\n(each code written at its centre)",
+                     legend=False, label_centres=True)
     for ax, c1 in zip(axes[0][1:], zoom):
         ax.scatter(coords[:, 0], coords[:, 1], s=3, color="lightgrey")
         inside = codes[:, 0] == c1
-        scatter_by_label(ax, coords[inside], codes[inside, 1], f"inside level-1 code {c1}: level-2 codes", s=14)
+        scatter_by_label(ax, coords[inside], codes[inside, 1], f"inside level-1 code {c1}: level-2 codes", s=14,
+                         legend=False, label_centres=True)
     fig.tight_layout()
     return fig
 
@@ -194,9 +205,11 @@ def beam_tree(trace: list, title: str = "", finals: list[str] | None = None, top
                 ax.plot([d - 1, d], [-parent, -i], color="grey", lw=0.8, zorder=1)
     if finals:
         for i in sorted(keep[-1]):
-            ax.annotate(finals[i], (depth - 1, -i), textcoords="offset points", xytext=(70, -3), fontsize=7, color="darkred")
-    ax.set(xticks=range(depth), xticklabels=[f"level {d + 1}" for d in range(depth)], yticks=[],
-           title=title or "constrained beam search: kept prefixes (code, cumulative log-prob)", xlim=(-0.3, depth + 1.5))
+            ax.text(depth - 0.45, -i, finals[i], fontsize=7, color="darkred", va="center")
+    names = [f"level {d + 1}" for d in range(depth - 1)] + [f"level {depth}: de-dup code"]
+    ax.set(xticks=range(depth), xticklabels=names, yticks=[], xlim=(-0.3, depth + 1.6),
+           title=title or "constrained beam search: kept prefixes (code, cumulative log-prob)"
+           + ("; the last code only tells apart items whose other codes collide" if depth > 1 else ""))
     fig.tight_layout()
     return fig
 
@@ -214,7 +227,7 @@ def thinking_attention(att: np.ndarray, item_labels: list[str], layer: int | Non
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * a.shape[1] + 2), 0.5 * a.shape[0] + 2.2))
     im = ax.imshow(a, aspect="auto", cmap="viridis")
     ax.set_yticks(range(a.shape[0]), [f"t{l + 1}" for l in range(a.shape[0])])
-    ax.set_xticks(range(a.shape[1]), [s[:18] for s in item_labels], rotation=70, ha="right", fontsize=7)
+    ax.set_xticks(range(a.shape[1]), item_labels, rotation=70, ha="right", fontsize=7)
     where = f"layer {layer}" if layer is not None else "mean over layers"
     where += f", head {head}" if head is not None else ", mean over heads"
     ax.set_title(title or f"attention of each thinking step over the history ({where})")
@@ -232,18 +245,20 @@ def thinking_attention_grid(att: np.ndarray, title: str = ""):
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer][head]
-            ax.imshow(att[:, layer, head], aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+            im = ax.imshow(att[:, layer, head], aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
             ax.set_yticks(range(n_levels), [f"t{l + 1}" for l in range(n_levels)])
             ax.set_title(f"layer {layer} head {head}", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("history item (oldest -> newest)")
     fig.suptitle(title or "thinking-token attention per layer and head")
     fig.tight_layout()
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, label="attention (one scale for every panel)")
     return fig
 
 
-def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray], sem: np.ndarray | None = None):
-    """Left: mean attention of t_l by recency (± one standard error); right: genre-sharing vs other items."""
+def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray], sem: np.ndarray | None = None,
+                       genre_sem: dict[str, np.ndarray] | None = None):
+    """Left: mean attention of t_l by recency; right: genre-sharing vs other items (both ± one standard error)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     n_levels, T = by_recency.shape
     for level in range(n_levels):
@@ -256,10 +271,27 @@ def attention_profiles(by_recency: np.ndarray, by_genre: dict[str, np.ndarray], 
     x = np.arange(n_levels)
     width = 0.8 / len(by_genre)
     for j, (name, values) in enumerate(by_genre.items()):
-        ax2.bar(x + j * width, values, width, label=name)
+        ax2.bar(x + j * width, values, width, label=name, capsize=3,
+                yerr=None if genre_sem is None else genre_sem[name])
     ax2.set_xticks(x + width * (len(by_genre) - 1) / 2, [f"t{l + 1}" for l in range(n_levels)])
     ax2.set(ylabel="mean attention per item", title="attention to items sharing a genre with the target")
     ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def check_bars(values: dict[str, float], reference: str | None = None, xlabel: str = "", title: str = ""):
+    """Horizontal bars, one per diagnostic check, with the ``reference`` check's value as a dashed line."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+    colours = ["tab:grey" if n == reference else "tab:blue" for n in names]
+    ax.barh(range(len(names)), [values[n] for n in names], color=colours)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    if reference is not None:
+        ax.axvline(values[reference], color="k", ls="--", lw=0.8, label=f"reference: {reference}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel=xlabel, title=title)
     fig.tight_layout()
     return fig
 

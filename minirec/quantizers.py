@@ -1,4 +1,4 @@
-"""Residual quantisers that turn item embeddings into semantic IDs (METHOD.md §2).
+"""Residual quantisers that turn item embeddings into semantic IDs (docs/method.md §2).
 
 Three quantisers behind one interface, ``quantizer.fit(x, train_sequences) -> codes``
 with ``codes`` of shape (n_items, levels):
@@ -41,7 +41,7 @@ from .training import quiet_lightning
 
 @dataclass
 class GraphConfig:
-    """How CoBa smooths its input over the co-occurrence graph (METHOD.md §1)."""
+    """How CoBa smooths its input over the co-occurrence graph (docs/method.md §1)."""
     alpha: float = 0.5          # restart probability α: weight kept on the text embedding
     k_g: int = 2                # propagation steps K_g
     window: int = 3             # co-occurrence window (positions)

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from .artifacts import figures_dir as default_figures_dir, git_commit, write_json, write_text
-from .metrics import BootstrapResult
+from .metrics import BootstrapResult, format_relative
 
 PROFILE_ORDER = ("study", "gpu", "course", "smoke")
 RANKING_METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -110,7 +110,7 @@ class ResultsTable:
             for c in comparisons:
                 verdict = ("A better" if c["diff"] > 0 else "B better") if c["significant"] else "within noise"
                 out.append(f"| {c['dataset']} | {c['a']} | {c['b']} | {c['metric']} | {c['mean_a']:.4f} | "
-                           f"{c['mean_b']:.4f} | {c['diff']:+.4f} ({c['relative']:+.1%}) | "
+                           f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")
             out.append("")
         return out
@@ -171,18 +171,49 @@ def load_per_user(figures_dir: str | Path | None, dataset: str, method: str, pro
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+RUNTIME_START, RUNTIME_END = "<!-- runtime:start -->", "<!-- runtime:end -->"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 2 * 3600 else f"{seconds / 3600:.1f} h"
+
+
+def runtime_markdown(results: "ResultsTable", profiles: list[str]) -> str:
+    """How long each profile's main job took, from its runtime records: the quickstart's time table."""
+    rows = ["| profile | whole sequence, as last run | from scratch (no checkpoints) | slowest notebook from scratch |",
+            "|---|---|---|---|"]
+    for profile in profiles:
+        seconds = {(r["method"], r["metric"]): r["mean"] for r in results.records
+                   if r["profile"] == profile and r["table"] == "runtime"}
+        if ("main job", "wall_seconds") not in seconds:
+            continue
+        scratch = {m: v for (m, metric), v in seconds.items() if metric == "without_checkpoints_seconds" and m != "main job"}
+        slowest = max(scratch, key=scratch.get)
+        rows.append(f"| `{profile}` | {_duration(seconds['main job', 'wall_seconds'])} | "
+                    f"{_duration(seconds['main job', 'without_checkpoints_seconds'])} | "
+                    f"`{slowest}`, {_duration(scratch[slowest])} |")
+    return "\n".join(rows)
+
+
+def _replace_block(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def update_readme(readme: str | Path, figures_dir: str | Path | None = None) -> bool:
-    """Copy the rendered results tables (every profile but smoke) between the README's results markers."""
+    """Copy the rendered results tables (every profile but smoke) between the README's results markers,
+    and the main job's time per profile between its runtime markers."""
     readme = Path(readme)
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return False
     results = ResultsTable(figures_dir)
-    body = results.markdown([p for p in results.profiles() if p != "smoke"]).split("\n", 3)[3].strip()
+    profiles = [p for p in results.profiles() if p != "smoke"]
+    body = results.markdown(profiles).split("\n", 3)[3].strip()
     body = body.replace("### ", "#### ").replace("## profile: ", "### profile: ")     # nest under the README's ##
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    text = _replace_block(text, README_START, README_END, body)
+    if RUNTIME_START in text and RUNTIME_END in text:
+        text = _replace_block(text, RUNTIME_START, RUNTIME_END, runtime_markdown(results, profiles))
+    write_text(readme, text)
     return True

@@ -1,4 +1,4 @@
-"""S²GR-mini: stepwise latent thinking before each SID code (METHOD.md §6).
+"""S²GR-mini: stepwise latent thinking before each SID code (docs/method.md §6).
 
 TIGER decodes an item as ``s1 s2 s3 s4`` (three semantic codes, then the de-duplication
 code). S²GR puts one *thinking step* before each semantic code::
@@ -348,7 +348,8 @@ def attention_profiles(module: S2GR, stage, genres: list, n_users: int):
     """Mean attention of each thinking step (over layers and heads) across the first ``n_users`` users.
 
     Returns (L, T) by recency (column 0 = the last item) with the standard error of each
-    mean, and per thinking step the mean attention on items that do / do not share a genre with the target.
+    mean, and per thinking step the mean attention on items that do / do not share a genre with the
+    target, with its standard error.
     """
     T, L = module.config.max_items, module.levels
     rows = [[] for _ in range(T)]
@@ -364,9 +365,11 @@ def attention_profiles(module: S2GR, stage, genres: list, n_users: int):
         others += list(a[:, ~shared].T)
     mean = np.array([np.mean(r, axis=0) if r else np.full(L, np.nan) for r in rows]).T        # (L, T)
     sem = np.array([np.std(r, axis=0, ddof=1) / np.sqrt(len(r)) if len(r) > 1 else np.zeros(L) for r in rows]).T
-    by_genre = {"shares a genre with the target": np.mean(shares, axis=0) if shares else np.zeros(L),
-                "no shared genre": np.mean(others, axis=0) if others else np.zeros(L)}
-    return mean, sem, by_genre
+    groups = {"shares a genre with the target": shares, "no shared genre": others}
+    by_genre = {name: np.mean(g, axis=0) if g else np.zeros(L) for name, g in groups.items()}
+    genre_sem = {name: np.std(g, axis=0, ddof=1) / np.sqrt(len(g)) if len(g) > 1 else np.zeros(L)
+                 for name, g in groups.items()}
+    return mean, sem, by_genre, genre_sem
 
 
 @torch.no_grad()

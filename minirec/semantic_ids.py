@@ -1,4 +1,4 @@
-"""Semantic-ID tables and codebook health (METHOD.md §2).
+"""Semantic-ID tables and codebook health (docs/method.md §2).
 
 A ``SIDTable`` maps every catalogue item to L semantic codes plus one de-duplication
 code: items that share all L codes get 0, 1, 2, ... (in item order), so every SID is

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from minirec.artifacts import FIGURES_DIR, REPO_ROOT
-from minirec.pipeline import NOTEBOOKS_DIR, execute, main, notebooks, parameter_names
+from minirec.pipeline import NOTEBOOKS_DIR, WIDGET_VIEW, execute, main, notebooks, parameter_names, publishable, writes_back
 
 ALL = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 README = (REPO_ROOT / "README.md").read_text()
@@ -20,11 +20,60 @@ README = (REPO_ROOT / "README.md").read_text()
 def figures_in_readme_map(notebook: Path) -> list[str]:
     """The figure names the README's notebook map lists for a notebook."""
     row = next(line for line in README.splitlines() if line.startswith(f"| `{notebook.name}`"))
-    return re.findall(r"`(\d\d_[a-z0-9_-]+)`", row.split("|")[4])
+    return re.findall(r"`(\d\d[a-z]?_[a-z0-9_-]+)`", row.split("|")[4])
 
 
 def test_notebooks_found():
     assert [nb.name[:2] for nb in notebooks()][:2] == ["01", "02"]
+
+
+def test_bonus_notebooks_follow_the_notebook_they_extend():
+    keys = [nb.name.split("_")[0] for nb in notebooks()]
+    assert keys.index("05") < keys.index("05b") < keys.index("06") < keys.index("06b")
+    assert [p.name for p in notebooks(["06b"])] == [p.name for p in ALL if p.name.startswith("06b_")]
+
+
+def _outputs(nb: dict):
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_committed_notebook_carries_its_course_outputs(path):
+    """A reader on GitHub sees the course run: every code cell executed, figures, no errors or warnings, no widget blobs."""
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "run `make main` (course) to refresh the committed outputs"
+    outputs = _outputs(nb)
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the committed outputs"
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    warnings = [o["text"] for o in outputs if o.get("name") == "stderr" and "warn" in "".join(o["text"]).lower()]
+    assert not warnings, warnings
+    assert "widgets" not in nb["metadata"] and not [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
+    assert "papermill" not in nb["metadata"]
+    assert not [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+
+
+def test_publishable_keeps_outputs_and_drops_run_noise():
+    view = {"output_type": "display_data", "data": {WIDGET_VIEW: {"model_id": "x"}, "text/plain": ["VBox()"]},
+            "metadata": {}}
+    nb = {"metadata": {"kernelspec": {"name": "python3"}, "papermill": {"duration": 1.0}, "widgets": {"state": {}}},
+          "cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "profile = 'course'",
+                     "outputs": [], "execution_count": 1},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "profile = 'x'",
+                     "outputs": [], "execution_count": 2},
+                    {"cell_type": "code", "metadata": {"papermill": {"duration": 2.0}, "execution": {}},
+                     "source": "w", "outputs": [view], "execution_count": 3}]}
+    out = publishable(nb)
+    assert out["metadata"] == {"kernelspec": {"name": "python3"}}
+    assert [c["source"] for c in out["cells"]] == ["profile = 'course'", "w"]
+    assert out["cells"][1]["metadata"] == {} and out["cells"][1]["outputs"][0]["data"] == {"text/plain": ["VBox()"]}
+    assert WIDGET_VIEW in nb["cells"][2]["outputs"][0]["data"], "the input is not modified"
+
+
+def test_only_a_course_run_into_figures_writes_notebooks_back(tmp_path):
+    assert writes_back("course", FIGURES_DIR)
+    assert not writes_back("smoke", FIGURES_DIR) and not writes_back("study", FIGURES_DIR)
+    assert not writes_back("course", tmp_path)
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minirec.metrics import paired_bootstrap
-from minirec.results import ResultsTable, load_per_user, save_per_user
+from minirec.results import ResultsTable, load_per_user, save_per_user, update_readme
 
 
 def test_record_upsert_and_markdown(tmp_path):
@@ -32,3 +32,30 @@ def test_per_user_roundtrip(tmp_path):
     assert load_per_user(tmp_path, "ml", "A", "smoke", 5) is None      # another profile
     assert load_per_user(tmp_path, "ml", "A", "cpu", 6) is None        # another user set
     assert not list(tmp_path.rglob(".*"))                              # no temporary files left
+
+
+def test_readme_blocks_are_generated_from_the_results(tmp_path):
+    t = ResultsTable(tmp_path / "figures")
+    for profile, wall in (("course", 600.0), ("smoke", 5.0)):
+        t.record("ml", "A", {"ndcg@10": [0.1]}, profile, seeds=[0])
+        for method, seconds, reused in (("01_data", wall / 3, 0.0), ("02_model", 2 * wall / 3, 60.0),
+                                        ("main job", wall, 60.0)):
+            t.record("-", method, {"wall_seconds": [seconds], "reused_training_seconds": [reused],
+                                   "without_checkpoints_seconds": [seconds + reused]}, profile, seeds=[0], table="runtime")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- runtime:start -->\nstale\n<!-- runtime:end -->\nmiddle\n"
+                      "<!-- results:start -->\nstale\n<!-- results:end -->\nend\n")
+    assert update_readme(readme, tmp_path / "figures")
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    assert "| `course` | 10 min | 11 min | `02_model`, 8 min |" in text
+    assert "### profile: course" in text and "profile: smoke" not in text and "`smoke`" not in text
+    assert update_readme(readme, tmp_path / "figures") and readme.read_text() == text      # idempotent
+
+
+def test_comparison_against_a_zero_baseline_has_no_nan(tmp_path):
+    res = paired_bootstrap(np.full(20, 0.1), np.zeros(20), "ndcg@10", n_boot=50)
+    assert "nan" not in res.verdict("A", "B")
+    t = ResultsTable(tmp_path)
+    t.compare("ml", "A", "B", res, "smoke")
+    assert "nan" not in (tmp_path / "results.md").read_text()

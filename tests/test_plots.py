@@ -1,0 +1,41 @@
+"""Figures a student can decode: codes sort as numbers, clusters are labelled, shared colour scales."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from minirec import plots  # noqa: E402
+
+
+def test_code_legend_sorts_numerically():
+    fig, ax = plt.subplots()
+    labels = np.array([11, 2, 20, 2, 11, 1])
+    plots.scatter_by_label(ax, np.random.default_rng(0).normal(size=(6, 2)), labels, "codes")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2", "11", "20"]
+    plt.close(fig)
+
+
+def test_cluster_hierarchy_writes_every_code_at_its_centre():
+    rng = np.random.default_rng(0)
+    codes = np.stack([rng.integers(0, 12, 300), rng.integers(0, 5, 300)], axis=1)
+    fig = plots.cluster_hierarchy(rng.normal(size=(300, 2)), codes)
+    first = fig.axes[0]
+    assert sorted(int(t.get_text()) for t in first.texts) == sorted(set(codes[:, 0].tolist()))
+    plt.close(fig)
+
+
+def test_attention_heads_share_one_colour_bar():
+    att = np.random.default_rng(0).random((3, 2, 4, 6))            # (levels, layers, heads, items)
+    fig = plots.thinking_attention_grid(att)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 2 * 4 and len({im.get_clim() for im in images}) == 1
+    assert len(fig.axes) == 2 * 4 + 1                              # the panels and one colour bar
+    plt.close(fig)
+
+
+def test_attention_labels_keep_whole_titles():
+    title = "Star Wars: Episode V - The Empire Strikes Back (1980)"
+    fig = plots.thinking_attention(np.random.default_rng(0).random((3, 1, 1, 2)), [title, "Fargo (1996)"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [title, "Fargo (1996)"]
+    plt.close(fig)
