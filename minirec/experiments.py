@@ -32,7 +32,7 @@ from .data import LeaveOneOutSplit
 from .metrics import evaluate
 from .profiles import Profile, seed_everything
 from .results import RANKING_METRICS, ResultsTable
-from .training import FitResult, SequenceDataModule, fit, load_fit, log_reuse
+from .training import FitResult, SequenceDataModule, fit, load_fit, log_checkpoint
 
 
 _TRAINED_IN_THIS_PROCESS: set[Path] = set()   # checkpoints this kernel trained (their reuse is not a saving)
@@ -163,7 +163,7 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
         if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
             result = load_fit(spec.build(), folder)
             if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
-                log_reuse(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
+                log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
             if verbose:
                 print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
         else:
@@ -175,6 +175,7 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
             module = spec.build()
             result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
             _TRAINED_IN_THIS_PROCESS.add(folder)
+            log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds, trained=True)
         scores = evaluate(result.module, split.test)
         by_seed[seed] = scores
         for name, values in scores.items():

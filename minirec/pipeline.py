@@ -17,7 +17,8 @@ The sequence is ``notebooks/NN_topic.ipynb`` in order, with bonus notebooks ``NN
 Each notebook's cost goes to the results table under ``runtime``: its wall time, the
 training seconds of the checkpoints it reused instead of training (as recorded when they
 were made), and their sum, what the notebook costs on a machine without checkpoints. A
-run of every notebook adds a ``main job`` row, counting each reused checkpoint once.
+run of every notebook adds a ``main job`` row, counting each reused checkpoint once and none that
+the job trained itself (``job_saved_seconds``).
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from jupyter_client.manager import KernelManager
-from traitlets import CaselessStrEnum
+from traitlets import CaselessStrEnum, default
 
 from .artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR, write_text
 from .profiles import DEFAULT_PROFILE, PROFILES
@@ -61,8 +63,13 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 class LocalKernelManager(KernelManager):
     """Talks to the notebook's kernel over local IPC sockets instead of loopback TCP: nothing listens on a port,
-    and the kernel has no reason to warn that its traffic is unencrypted."""
+    and the kernel has no reason to warn that its traffic is unencrypted. The sockets live in the temporary
+    folder (never in ``notebooks/``) and are removed when the kernel shuts down."""
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    @default("ip")
+    def _socket_prefix(self) -> str:
+        return os.path.join(tempfile.gettempdir(), f"minirec-kernel-{uuid.uuid4().hex[:12]}")
 
 
 def parameter_names(notebook: Path) -> set[str]:
@@ -136,20 +143,39 @@ def writes_back(profile: str, figures_dir: Path) -> bool:
 def publish(executed: Path, notebook: Path) -> None:
     """Write an executed notebook back over its source, ``publishable`` and atomically."""
     nb = publishable(json.loads(Path(executed).read_text()))
-    write_text(notebook, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    write_text(notebook, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")   # as nbformat writes
+
+
+def _log_entries(log: str) -> list[dict]:
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [json.loads(line) for line in f]
 
 
 def reused_checkpoints(log: str) -> dict[tuple[str, int], float]:
     """(run, seed) -> training seconds, for every checkpoint a notebook reused (from its reuse log)."""
-    if not os.path.exists(log):
-        return {}
     out = {}
-    with open(log) as f:
-        for line in f:
-            entry = json.loads(line)
+    for entry in _log_entries(log):
+        if not entry.get("trained"):
             seconds = entry["seconds"]
             out[(entry["run"], entry["seed"])] = seconds if math.isfinite(seconds) else 0.0   # nan: not recorded
     return out
+
+
+def trained_checkpoints(log: str) -> set[tuple[str, int]]:
+    """(run, seed) of every checkpoint a notebook trained (a later notebook's reuse of it saves the job nothing)."""
+    return {(e["run"], e["seed"]) for e in _log_entries(log) if e.get("trained")}
+
+
+def job_saved_seconds(notebook_logs: list[tuple[dict, set]]) -> float:
+    """Training a whole job was spared by checkpoints made *before* it: per notebook in order, its
+    (reused run -> seconds, trained runs); each checkpoint counts once, and one the job trained counts never."""
+    saved, seen = 0.0, set()
+    for reused, trained in notebook_logs:
+        saved += sum(s for key, s in reused.items() if key not in seen)
+        seen |= set(reused) | set(trained)
+    return saved
 
 
 def runtime_row(wall: float, reused: float) -> dict[str, list[float]]:
@@ -185,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     into_repo = args.figures_dir.resolve() == FIGURES_DIR.resolve()
     write_back = writes_back(args.profile, args.figures_dir)
-    total, job_wall, job_reused, counted = time.perf_counter(), 0.0, 0.0, set()
+    total, job_wall, job_logs = time.perf_counter(), 0.0, []
     for nb in selected:
         start = time.perf_counter()
         print(f"[minirec] {nb.name} ({args.profile}) ...", flush=True)
@@ -195,12 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                 executed = execute(nb, args.profile, args.figures_dir, out_dir, **extra)
             finally:
                 del os.environ[REUSE_LOG_ENV]       # never left pointing at a deleted folder
-            reused = reused_checkpoints(log)
+            reused, trained = reused_checkpoints(log), trained_checkpoints(log)
         seconds = time.perf_counter() - start
         saved = sum(reused.values())
         job_wall += seconds
-        job_reused += sum(s for key, s in reused.items() if key not in counted)
-        counted |= set(reused)
+        job_logs.append((reused, trained))
         print(f"[minirec] {nb.name} done in {seconds:.0f} s (reused checkpoints that took {saved:.0f} s to train)",
               flush=True)
         ResultsTable(args.figures_dir).record("-", nb.stem, runtime_row(seconds, saved), args.profile,
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if write_back:
             publish(executed, nb)
     if args.only is None:
-        ResultsTable(args.figures_dir).record("-", "main job", runtime_row(job_wall, job_reused), args.profile,
+        ResultsTable(args.figures_dir).record("-", "main job", runtime_row(job_wall, job_saved_seconds(job_logs)), args.profile,
                                               seeds=[0], table="runtime")
         if into_repo and args.profile != "smoke":
             update_readme(REPO_ROOT / "README.md", args.figures_dir)

@@ -177,8 +177,11 @@ def cluster_hierarchy(coords: np.ndarray, codes: np.ndarray, zoom: tuple[int, ..
     for ax, c1 in zip(axes[0][1:], zoom):
         ax.scatter(coords[:, 0], coords[:, 1], s=3, color="lightgrey")
         inside = codes[:, 0] == c1
-        scatter_by_label(ax, coords[inside], codes[inside, 1], f"inside level-1 code {c1}: level-2 codes", s=14,
-                         legend=False, label_centres=True)
+        scatter_by_label(ax, coords[inside], codes[inside, 1], f"inside level-1 code {c1}: level-2 codes (zoomed)",
+                         s=14, legend=False, label_centres=True)
+        lo, hi = np.percentile(coords[inside], [1, 99], axis=0)
+        pad = 0.15 * np.maximum(hi - lo, 1e-6)
+        ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]))
     fig.tight_layout()
     return fig
 

@@ -221,9 +221,10 @@ def load_fit(module: RankingModule, ckpt_dir: str | Path) -> FitResult:
                      meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt_dir / "best.ckpt"))
 
 
-def log_reuse(run_name: str, seed: int, seconds: float) -> None:
-    """Tell the main job (``MINIREC_REUSE_LOG``) which training a reused checkpoint saved."""
+def log_checkpoint(run_name: str, seed: int, seconds: float, trained: bool = False) -> None:
+    """Tell the main job (``MINIREC_REUSE_LOG``) which checkpoint a notebook reused (and the training it saved),
+    or, with ``trained=True``, which one it trained: a later notebook's reuse of that one saves the job nothing."""
     path = os.environ.get(REUSE_LOG_ENV)
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"run": run_name, "seed": int(seed), "seconds": float(seconds)}) + "\n")
+            f.write(json.dumps({"run": run_name, "seed": int(seed), "seconds": float(seconds), "trained": trained}) + "\n")

@@ -8,7 +8,7 @@ from minirec import experiments
 from minirec.data import leave_one_out
 from minirec.experiments import RunSpec, choose_on_validation, run
 from minirec.generative import GenerativeRecommender, GenRecConfig
-from minirec.pipeline import reused_checkpoints
+from minirec.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
 from minirec.profiles import PROFILES, get_profile, with_recipe
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.semantic_ids import build_sid_table, shuffled_sid_table
@@ -98,3 +98,14 @@ def test_reusing_a_checkpoint_trained_in_the_same_process_is_not_logged_as_a_sav
     run(spec.variant("TIGER-mini, grid"), split, profile, runs_dir=tmp_path)
     run(spec, split, profile, runs_dir=tmp_path)          # same fingerprint: reused, but trained just now
     assert reused_checkpoints(str(log)) == {}
+    (name, seed), = trained_checkpoints(str(log))
+    assert seed == 0 and name.count("/") == 1            # <dataset>/<model>-<fingerprint>
+
+
+def test_a_job_counts_no_saving_for_checkpoints_it_trained_itself():
+    a, b = ("ml/A", 0), ("ml/B", 0)
+    logs = [({}, {a}),                     # notebook 1 trains A
+            ({a: 100.0, b: 30.0}, set()),  # notebook 2 reuses A (trained by this job) and B (made before it)
+            ({b: 30.0}, set())]            # notebook 3 reuses B again: counted once
+    assert job_saved_seconds(logs) == 30.0
+    assert job_saved_seconds([({a: 100.0}, set())]) == 100.0

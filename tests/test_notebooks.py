@@ -6,12 +6,13 @@ and nothing touches the user's runs/, caches, figures/ or notebooks/.
 """
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from minirec.artifacts import FIGURES_DIR, REPO_ROOT
-from minirec.pipeline import NOTEBOOKS_DIR, WIDGET_VIEW, execute, main, notebooks, parameter_names, publishable, writes_back
+from minirec.pipeline import NOTEBOOKS_DIR, WIDGET_VIEW, LocalKernelManager, execute, main, notebooks, parameter_names, publishable, writes_back
 
 ALL = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 README = (REPO_ROOT / "README.md").read_text()
@@ -70,6 +71,11 @@ def test_publishable_keeps_outputs_and_drops_run_noise():
     assert WIDGET_VIEW in nb["cells"][2]["outputs"][0]["data"], "the input is not modified"
 
 
+def test_kernels_talk_over_local_sockets_outside_the_repository():
+    km = LocalKernelManager()
+    assert km.transport == "ipc" and km.ip.startswith(tempfile.gettempdir()) and str(REPO_ROOT) not in km.ip
+
+
 def test_only_a_course_run_into_figures_writes_notebooks_back(tmp_path):
     assert writes_back("course", FIGURES_DIR)
     assert not writes_back("smoke", FIGURES_DIR) and not writes_back("study", FIGURES_DIR)
@@ -94,6 +100,7 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert (figures / "results.json").exists()
+    assert not list(NOTEBOOKS_DIR.glob("kernel-ipc*")), "kernel sockets belong in the temporary folder"
     missing = [f for f in figures_in_readme_map(path) if not (figures / f"{f}.png").exists()]
     assert figures_in_readme_map(path) and not missing, f"figures the README lists but the notebook did not write: {missing}"
 
