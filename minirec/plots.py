@@ -299,6 +299,23 @@ def check_bars(values: dict[str, float], reference: str | None = None, xlabel: s
     return fig
 
 
+def group_bars(frame: pd.DataFrame, title: str = "", ylabel: str = "test NDCG@10"):
+    """Grouped bars from ``breakdown.by_group``: one group of bars per user group, one bar per model."""
+    groups, models = list(dict.fromkeys(frame["group"])), list(dict.fromkeys(frame["model"]))
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.5 * len(groups) + 3.5, 3.6))
+    for j, model in enumerate(models):
+        rows = frame[frame["model"] == model].set_index("group")
+        ax.bar(np.arange(len(groups)) + j * width, [rows["mean"].get(g, np.nan) for g in groups], width, label=model)
+    users = frame.groupby("group", sort=False)["users"].first()
+    ax.set_xticks(np.arange(len(groups)) + width * (len(models) - 1) / 2,
+                  [f"{g}\n({users[g]} users)" for g in groups])
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
 def kc_sweep(frame: pd.DataFrame):
     """NDCG@10 on validation and test against the number of codeword clusters Kc."""
     fig, ax = plt.subplots(figsize=(5, 3.5))

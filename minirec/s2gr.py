@@ -16,6 +16,15 @@ t_l into codebook space, and
     L_align_l = -log softmax_k( cos(W t_l, c_{l,k}) / τ )[cluster of the target's code l]
     L = L_rec + align_weight * Σ_l L_align_l  (+ reg_weight * (L_interest + L_reg))
 
+With ``align_targets="soft"`` the label is replaced by a distribution over the clusters (a
+softmax of negative squared distances from the target's codeword to the centres,
+``soft_cluster_targets``), and L_align_l is the cross-entropy against it.
+
+The defaults are the method's form: every target of a window gets its thinking branch
+(``think_targets=None``) and no loss is spent on the plain, thinking-free path that inference
+never uses (``plain_weight=0``). ``think_targets=4, plain_weight=1`` is minirec's earlier,
+cheaper mixed form, kept as an ablation.
+
 Optional first-step regulariser (``reg_weight > 0``): an interest head maps the hidden state
 the branch starts from to a vector v_g, trained by InfoNCE to point at the mean of the
 target's SID-token embeddings (other targets of the batch as negatives, L_interest), and
@@ -55,6 +64,8 @@ from .metrics import stage_batches
 from .semantic_ids import SIDTable
 
 THINKING = ("latent", "pause")
+ALIGN_TARGETS = ("hard", "soft")
+LEVEL_INITS = ("small", "hidden")
 
 
 @dataclass
@@ -64,10 +75,28 @@ class S2GRConfig(GenRecConfig):
     align_weight: float = 1.0       # weight of Σ_l L_align_l; 0 = the no-alignment ablation
     n_clusters: int = 8             # Kc: clusters of each level's codewords
     temperature: float = 0.1        # τ of the prototype contrast
-    think_targets: int | None = 4   # targets per training window that get thinking branches (None = all)
+    align_targets: str = "hard"     # hard: the target code's cluster | soft: a distribution over the clusters
+    target_temperature: float = 0.1 # soft targets: softmax(-d² / (this x the level's mean d²)) over cluster centres
+    level_init: str = "small"       # p_l at init: small (the backbone's initializer_range) | hidden (a hidden state's scale)
+    think_targets: int | None = None  # targets per training window with thinking branches (None = all: the method)
     reg_weight: float = 0.0         # weight of the first-step regulariser (InfoNCE interest + 1 - cos); 0 = off
-    plain_weight: float = 1.0       # weight of TIGER's next-token loss on the plain history pass (all targets)
+    plain_weight: float = 0.0       # weight of TIGER's loss on the plain pass, a path inference never uses (0: the method)
     cluster_seed: int = 0
+
+
+def soft_cluster_targets(codebooks: np.ndarray, centres: np.ndarray, temperature: float) -> np.ndarray:
+    """(L, K, Kc): for every codeword, a distribution over its level's cluster centres.
+
+    q_{l,j,k} ∝ exp(-‖e_{l,j} - c_{l,k}‖² / (temperature · mean_{j,k} ‖e_{l,j} - c_{l,k}‖²)): scale-free across
+    levels, and its argmax is the nearest centre, the hard k-means label.
+    """
+    codebooks, centres = np.asarray(codebooks, dtype=np.float64), np.asarray(centres, dtype=np.float64)
+    if temperature <= 0:
+        raise ValueError(f"target_temperature must be positive, got {temperature}")
+    d2 = ((codebooks[:, :, None, :] - centres[:, None, :, :]) ** 2).sum(-1)             # (L, K, Kc)
+    logits = -d2 / (temperature * d2.mean(axis=(1, 2), keepdims=True))
+    q = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return (q / q.sum(axis=2, keepdims=True)).astype(np.float32)
 
 
 def codeword_clusters(codebooks: np.ndarray, n_clusters: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,13 +135,19 @@ class S2GR(GenerativeRecommender):
     def __init__(self, config: S2GRConfig, sid_table: SIDTable, texts=(), model=None, tokenizer=None):
         if config.thinking not in THINKING:
             raise ValueError(f"thinking must be one of {THINKING}, not {config.thinking!r}")
+        for name, value, allowed in (("align_targets", config.align_targets, ALIGN_TARGETS),
+                                     ("level_init", config.level_init, LEVEL_INITS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
         if sid_table.codebooks is None:
             raise ValueError("S²GR clusters the codebook vectors, and this SID table has none: "
                              "rebuild it with semantic_ids.build_sid_table")
         super().__init__(config, sid_table, texts, model, tokenizer)
         hidden = self.model.config.hidden_size
         self.levels = sid_table.levels
-        init = self.model.config.initializer_range
+        # "small": the scale of any new weight; "hidden": the scale of a hidden state leaving the final RMSNorm
+        # (unit entries at initialisation), so that h_prev + p_l is not h_prev alone.
+        init = self.model.config.initializer_range if config.level_init == "small" else 1.0
         self.level_vectors = nn.Parameter(torch.randn(self.levels, hidden) * init)
         # A last hidden state is ~13x longer than a token embedding once trained (it leaves the final
         # RMSNorm). Fed back raw, it swamps p_l and the residual stream, and the thinking step's
@@ -125,6 +160,8 @@ class S2GR(GenerativeRecommender):
         assign, centres = codeword_clusters(sid_table.codebooks, config.n_clusters, config.cluster_seed)
         self.register_buffer("code_cluster", torch.as_tensor(assign), persistent=False)            # (L, K)
         self.register_buffer("centres", F.normalize(torch.as_tensor(centres), dim=-1), persistent=False)
+        soft = soft_cluster_targets(sid_table.codebooks, centres, config.target_temperature)
+        self.register_buffer("code_soft_cluster", torch.as_tensor(soft), persistent=False)          # (L, K, Kc)
         self.project = nn.Linear(hidden, centres.shape[-1], bias=False)
         self.interest = nn.Linear(hidden, hidden, bias=False) if config.reg_weight > 0 else None
 
@@ -241,7 +278,8 @@ class S2GR(GenerativeRecommender):
         align = torch.zeros((), device=rec.device)
         codes = self.sid_table_codes(b.items)[b.valid]                                    # (m, P)
         for level in range(self.levels):
-            target = self.code_cluster[level, codes[:, level]]
+            target = (self.code_cluster if self.config.align_targets == "hard" else self.code_soft_cluster)[
+                level, codes[:, level]]                                                   # (m,) labels or (m, Kc)
             term = F.cross_entropy(self.cluster_logits(b.stage_hidden[2 * level][b.valid], level).float(), target)
             terms[f"align_L{level + 1}"] = term.detach()
             align = align + term

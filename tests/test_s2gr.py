@@ -10,7 +10,7 @@ from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, level_accuracy
 from minirec.profiles import get_profile, seed_everything, with_recipe
 from minirec.quantizers import QuantizerConfig, RQKMeans
-from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters
+from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets
 from minirec.semantic_ids import SIDTable, build_sid_table
 from minirec.synthetic import planted_embeddings
 from minirec.training import SequenceDataModule, fit
@@ -145,7 +145,7 @@ def test_pause_token_ignores_the_previous_hidden_state(synthetic, table):
 def test_s2gr_learns_aligns_and_roundtrips(synthetic, table, tmp_path):
     split = leave_one_out(synthetic)
     seed_everything(0)
-    config = S2GRConfig(max_items=10, beam_width=20, text_vocab_size=50, n_clusters=2, think_targets=4,
+    config = S2GRConfig(max_items=10, beam_width=20, text_vocab_size=50, n_clusters=2,
                         backbone_overrides=dict(hidden_size=64, intermediate_size=128, head_dim=16))
     model = S2GR(config, table, synthetic.items["text"].tolist())
     dm = SequenceDataModule(split, max_len=10)
@@ -174,7 +174,10 @@ def test_variants_run_and_bad_settings_are_clear_errors(synthetic, table):
     batch = (window[:, :-1], window[:, 1:])
     no_align = make(synthetic, table, align_weight=0.0).train()
     terms = no_align.loss_terms(batch)
-    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["plain"])
+    torch.testing.assert_close(terms["loss"], terms["rec"])
+    mixed = make(synthetic, table, think_targets=2, plain_weight=1.0).train()       # the mixed-form ablation
+    terms = mixed.loss_terms(batch)
+    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["align"] + terms["plain"])
     pause = make(synthetic, table, thinking="pause").train()
     pause.loss(batch).backward()
     items, _ = pause.eval().beam_search(window[:, :-1], None, 5)
@@ -183,6 +186,10 @@ def test_variants_run_and_bad_settings_are_clear_errors(synthetic, table):
         make(synthetic, table, thinking="telepathy")
     with pytest.raises(ValueError, match="n_clusters"):
         make(synthetic, table, n_clusters=9)
+    with pytest.raises(ValueError, match="align_targets must be one of"):
+        make(synthetic, table, align_targets="fuzzy")
+    with pytest.raises(ValueError, match="level_init must be one of"):
+        make(synthetic, table, level_init="huge")
     bare = SIDTable(table.codes, table.codebook_size, table.settings)                  # no codebook vectors
     with pytest.raises(ValueError, match="has none"):
         S2GR(S2GRConfig(), bare, ["x"])
@@ -195,7 +202,7 @@ def test_first_step_regulariser(synthetic, table):
     assert make(synthetic, table).interest is None                       # off by default: no extra weights
     model = make(synthetic, table, reg_weight=0.5).train()
     terms = model.loss_terms(batch)
-    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["align"] + terms["plain"]
+    torch.testing.assert_close(terms["loss"], terms["rec"] + terms["align"]
                                + 0.5 * (terms["interest"] + terms["first_step"]))
     terms["first_step"].backward()                                       # 1 - cos(t1, stopgrad(v_g)):
     assert model.interest.weight.grad is None or not model.interest.weight.grad.any()   # v_g is not moved
@@ -219,3 +226,48 @@ def test_codeword_clusters_group_nearby_codewords():
     assert assign.shape == (3, 8) and centres.shape == (3, 2, 5)
     for level in assign:
         assert len(set(level[:4])) == 1 and len(set(level[4:])) == 1 and level[0] != level[4]
+
+
+def test_the_default_is_the_method_every_target_thinks_and_no_plain_loss(synthetic, table):
+    assert S2GRConfig().think_targets is None and S2GRConfig().plain_weight == 0.0
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:4]]))
+    model = make(synthetic, table).train()
+    b = model.think_forward(window, model.sample_targets(window))
+    real = window >= 0
+    assert int(b.valid.sum()) == int((real & (real.long().cumsum(1) > 1)).sum())    # every target but the first item
+    assert "plain" not in model.loss_terms((window[:, :-1], window[:, 1:]))
+
+
+def test_soft_cluster_targets_are_distributions_peaked_at_the_hard_label():
+    rng = np.random.default_rng(0)
+    codebooks = rng.normal(size=(3, 16, 8))
+    assign, centres = codeword_clusters(codebooks, 4)
+    q = soft_cluster_targets(codebooks, centres, 0.1)
+    assert q.shape == (3, 16, 4) and np.allclose(q.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(q.argmax(-1), assign)                   # the nearest centre is the k-means label
+    flatter = soft_cluster_targets(codebooks, centres, 10.0)
+    assert flatter.max(-1).mean() < q.max(-1).mean()                      # a higher temperature spreads the mass
+    with pytest.raises(ValueError, match="positive"):
+        soft_cluster_targets(codebooks, centres, 0.0)
+
+
+def test_soft_alignment_trains_and_differs_from_hard(synthetic, table):
+    split = leave_one_out(synthetic)
+    window = torch.as_tensor(np.stack([s[-7:] for s in split.train[:4]]))
+    batch = (window[:, :-1], window[:, 1:])
+    hard = make(synthetic, table).train().loss_terms(batch)
+    soft_model = make(synthetic, table, align_targets="soft", target_temperature=1.0).train()
+    soft = soft_model.loss_terms(batch)
+    torch.testing.assert_close(soft["rec"], hard["rec"])                 # same weights, same recommendation loss
+    assert torch.isfinite(soft["align"]) and not torch.isclose(soft["align"], hard["align"])
+    soft["loss"].backward()
+    assert soft_model.project.weight.grad.abs().sum() > 0
+
+
+def test_level_vectors_can_start_at_a_hidden_states_scale(synthetic, table):
+    torch.manual_seed(0)
+    base = dict(max_items=6, text_vocab_size=50, n_clusters=2, backbone_overrides=SMALL)
+    small = S2GR(S2GRConfig(**base), table, synthetic.items["text"].tolist())
+    hidden = S2GR(S2GRConfig(**base, level_init="hidden"), table, synthetic.items["text"].tolist())
+    assert small.level_vectors.std().item() < 0.1 < 0.5 < hidden.level_vectors.std().item()
