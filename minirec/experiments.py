@@ -160,10 +160,11 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
     fits, per_seed, per_user, by_seed = [], {}, {}, {}
     for seed in spec.seeds:
         folder = checkpoint_dir(spec, fp, seed, runs_dir)
+        log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
         if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
             result = load_fit(spec.build(), folder)
             if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
-                log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds)
+                log_checkpoint(log_name, seed, result.seconds)
             if verbose:
                 print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
         else:
@@ -175,7 +176,7 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
             module = spec.build()
             result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
             _TRAINED_IN_THIS_PROCESS.add(folder)
-            log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, result.seconds, trained=True)
+            log_checkpoint(log_name, seed, result.seconds, trained=True)
         scores = evaluate(result.module, split.test)
         by_seed[seed] = scores
         for name, values in scores.items():

@@ -135,9 +135,14 @@ def publishable(nb: dict) -> dict:
     return nb
 
 
+def into_repository(figures_dir: Path) -> bool:
+    """Whether a run writes into the repository's own ``figures/`` (and so refreshes the README)."""
+    return Path(figures_dir).resolve() == FIGURES_DIR.resolve()
+
+
 def writes_back(profile: str, figures_dir: Path) -> bool:
     """Whether a run's executed notebooks replace ``notebooks/``: only a course run into ``figures/``."""
-    return profile == PUBLISHED_PROFILE and Path(figures_dir).resolve() == FIGURES_DIR.resolve()
+    return profile == PUBLISHED_PROFILE and into_repository(figures_dir)
 
 
 def publish(executed: Path, notebook: Path) -> None:
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .results import ResultsTable, update_readme
 
-    into_repo = args.figures_dir.resolve() == FIGURES_DIR.resolve()
+    into_repo = into_repository(args.figures_dir)
     write_back = writes_back(args.profile, args.figures_dir)
     total, job_wall, job_logs = time.perf_counter(), 0.0, []
     for nb in selected:

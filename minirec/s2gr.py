@@ -133,9 +133,8 @@ class S2GR(GenerativeRecommender):
     config_class = S2GRConfig
 
     def __init__(self, config: S2GRConfig, sid_table: SIDTable, texts=(), model=None, tokenizer=None):
-        if config.thinking not in THINKING:
-            raise ValueError(f"thinking must be one of {THINKING}, not {config.thinking!r}")
-        for name, value, allowed in (("align_targets", config.align_targets, ALIGN_TARGETS),
+        for name, value, allowed in (("thinking", config.thinking, THINKING),
+                                     ("align_targets", config.align_targets, ALIGN_TARGETS),
                                      ("level_init", config.level_init, LEVEL_INITS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
