@@ -2,8 +2,9 @@
 
 - ``SIDVocabulary``: one token per (level, code), written ``<a_12>``, ``<b_3>``, ``<c_30>``,
   ``<d_0>`` (level letters a, b, c, ... ; the last level is the de-duplication code), plus
-  item boundary tokens ``<item>`` / ``</item>`` and ``<think>`` / ``</think>`` for the
-  reasoning notebooks. The tokens of one level occupy a contiguous id range, so decoding
+  item boundary tokens ``<|sid_begin|>`` / ``<|sid_end|>`` (the spelling of the official
+  OneRec-Think code) and ``<think>`` / ``</think>`` for the reasoning notebooks. The
+  tokens of one level occupy a contiguous id range, so decoding
   a level is a slice of the logits.
 - ``build_text_tokenizer``: for from-scratch presets, a compact byte-level BPE tokeniser
   trained on the dataset's item text, in ``transformers`` format (PreTrainedTokenizerFast),
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>", "<item>", "</item>", "<think>", "</think>"]
+SID_BEGIN, SID_END, THINK, THINK_END = "<|sid_begin|>", "<|sid_end|>", "<think>", "</think>"
+SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>", SID_BEGIN, SID_END, THINK, THINK_END]
 
 PRESETS = {
     # ~0.5M parameters besides embeddings: trains in minutes on a 2-core CPU
@@ -54,10 +56,13 @@ class SIDVocabulary:
 
     level_sizes: list[int]     # codes per position: K, K, K, then the de-dup size
     offsets: list[int]         # token id of code 0 of each level
-    item_token: int            # <item>
-    item_end_token: int        # </item>
+    item_token: int            # <|sid_begin|>
+    item_end_token: int        # <|sid_end|>
     bos_token: int
     pad_token: int
+    eos_token: int = -1
+    think_token: int = -1      # <think>
+    think_end_token: int = -1  # </think>
 
     @property
     def depth(self) -> int:
@@ -86,10 +91,20 @@ class SIDVocabulary:
         if extra is not None or more_levels is not None:
             raise SIDVocabularyError("tokeniser has more SID tokens than the SID table: it was built for another "
                                      "SID table")
-        for name in ("<item>", "</item>", "<bos>", "<pad>"):
+        for name in SPECIAL_TOKENS:
             if name not in vocab:
                 raise SIDVocabularyError(f"tokeniser lacks the special token {name}")
-        return cls(list(level_sizes), offsets, vocab["<item>"], vocab["</item>"], vocab["<bos>"], vocab["<pad>"])
+        return cls(list(level_sizes), offsets, vocab[SID_BEGIN], vocab[SID_END], vocab["<bos>"], vocab["<pad>"],
+                   vocab["<eos>"], vocab[THINK], vocab[THINK_END])
+
+    @property
+    def sid_ids(self) -> list[int]:
+        """Token ids of every SID code, level by level."""
+        return [self.offsets[d] + c for d, size in enumerate(self.level_sizes) for c in range(size)]
+
+    def new_token_ids(self) -> list[int]:
+        """The rows itemic alignment adds to a language model: every SID code and the two boundary tokens."""
+        return sorted({*self.sid_ids, self.item_token, self.item_end_token})
 
     def encode_items(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(..., depth) SID codes -> (..., depth) token ids."""

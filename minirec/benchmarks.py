@@ -146,15 +146,22 @@ class _StepTimer(L.Callback):
 def train_step_cost(models: dict, datamodule, steps: int = 10, rounds: int = 3) -> dict[str, float]:
     """Median seconds per training step (loss, backward, AdamW) of each model on the same batches.
 
-    Copies of the models are timed in alternating rounds, so a busy machine slows them alike.
+    ``datamodule`` may also be a dict, one per model (models that train on other examples,
+    such as OneRec-Think's stages). Copies of the models are timed in alternating rounds, so a
+    busy machine slows them alike.
     """
-    batches = [b for _, b in zip(range(steps + 1), datamodule.train_dataloader())]
+    modules = datamodule if isinstance(datamodule, dict) else {name: datamodule for name in models}
+    loaded = {}
+    for name, dm in modules.items():
+        if id(dm) not in loaded:
+            loaded[id(dm)] = [b for _, b in zip(range(steps + 1), dm.train_dataloader())]
+    batches_of = {name: loaded[id(modules[name])] for name in models}
     copies = {name: copy.deepcopy(m).train() for name, m in models.items()}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in copies.items()}
     times = {name: [] for name in models}
     for _ in range(rounds):
         for name, module in copies.items():
-            for i, batch in enumerate(batches):
+            for i, batch in enumerate(batches_of[name]):
                 if i == 1:                                   # the first step warms up
                     start = time.perf_counter()
                 loss = module.loss(batch)

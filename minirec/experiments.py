@@ -16,6 +16,11 @@ made it: the model class and config, the recipe and the Trainer's precision, the
 table's fingerprint and the data split's. Any change (a rebuilt SID table included) means
 another folder, so the run trains anew and says which of these changed; ``retrain=True``
 trains anew regardless. Reused runs are reported to the main job's runtime table.
+
+Staged methods (OneRec-Think: token warm-up -> multi-task alignment -> reasoning SFT) chain
+specs with ``parent``: a stage starts from its parent's checkpoint of the same seed (trained
+first if missing), and its fingerprint contains the parent's, so changing an early stage
+retrains every later one.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from .data import LeaveOneOutSplit
 from .metrics import evaluate
 from .profiles import Profile, seed_everything
 from .results import RANKING_METRICS, ResultsTable
-from .training import FitResult, SequenceDataModule, fit, load_fit, log_checkpoint
+from .training import FitResult, fit, load_fit, log_checkpoint
 
 
 _TRAINED_IN_THIS_PROCESS: set[Path] = set()   # checkpoints this kernel trained (their reuse is not a saving)
@@ -48,6 +53,7 @@ class RunSpec:
     sid_table: Any = None               # generative models: the item -> SID table they read and write
     texts: Sequence[str] = ()           # item texts, for the from-scratch tokeniser of the Qwen3 presets
     seeds: tuple[int, ...] = (0,)
+    parent: "RunSpec | None" = None     # a staged method: this stage starts from the parent's checkpoint
 
     def build(self):
         """A fresh, untrained module."""
@@ -56,11 +62,16 @@ class RunSpec:
         return self.model(self.config, self.sid_table, list(self.texts))
 
     def variant(self, label: str, sid_table: Any = None, seeds: tuple[int, ...] | None = None,
-                **config_changes) -> "RunSpec":
-        """The same experiment with another label and some config fields, SID table or seeds changed."""
+                parent: "RunSpec | None" = None, **config_changes) -> "RunSpec":
+        """The same experiment with another label and some config fields, SID table, seeds or parent changed."""
         return replace(self, label=label, config=replace(self.config, **config_changes),
                        sid_table=self.sid_table if sid_table is None else sid_table,
-                       seeds=self.seeds if seeds is None else tuple(seeds))
+                       seeds=self.seeds if seeds is None else tuple(seeds),
+                       parent=self.parent if parent is None else parent)
+
+    def then(self, label: str, **config_changes) -> "RunSpec":
+        """The next stage of a staged method: the same model class, started from this spec's checkpoint."""
+        return replace(self, label=label, config=replace(self.config, **config_changes), parent=self)
 
     @property
     def window(self) -> int:
@@ -70,7 +81,7 @@ class RunSpec:
 
 def fingerprint(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile) -> dict:
     """Everything that determines a trained checkpoint, as plain JSON values."""
-    family = spec.model.family
+    family = spec.model.recipe_family(spec.config)
     return json.loads(json.dumps({
         "dataset": split.dataset.name,
         "model": spec.model.__name__,
@@ -78,8 +89,16 @@ def fingerprint(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile) -> dic
         "recipe": asdict(profile.recipe(family)),
         "precision": profile.precision,
         "sid_table": spec.sid_table.fingerprint() if spec.sid_table is not None else None,
+        "texts": _text_digest(spec.texts),        # what a from-scratch tokeniser learns its vocabulary from
         "data": split.fingerprint(),
+        **({"parent": fingerprint(spec.parent, split, profile)} if spec.parent is not None else {}),
     }, sort_keys=True))
+
+
+def _text_digest(texts) -> str | None:
+    if not texts:
+        return None
+    return hashlib.sha256("\x1e".join(map(str, texts)).encode()).hexdigest()[:16]
 
 
 def _digest(fp: dict) -> str:
@@ -153,30 +172,45 @@ class SeedRuns:
                 f"{[round(f.seconds) if np.isfinite(f.seconds) else None for f in self.fits]}")
 
 
+def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: int, retrain: bool = False,
+                runs_dir: str | Path | None = None, verbose: bool = True) -> FitResult:
+    """One seed of ``spec``: its checkpoint made with these very settings, or a new fit (parents first)."""
+    fp = fingerprint(spec, split, profile)
+    folder = checkpoint_dir(spec, fp, seed, runs_dir)
+    log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
+    if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
+        result = load_fit(spec.build(), folder)
+        if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
+            log_checkpoint(log_name, seed, result.seconds)
+        if verbose:
+            print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
+        return result
+    start = None
+    if spec.parent is not None:                          # a later stage starts where its parent ended
+        start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose).module
+    if verbose:
+        why = "retrain=True" if retrain else why_not_reused(spec, fp, seed, runs_dir)
+        print(f"{spec.label}, seed {seed}: training ({why})" + (f", from {spec.parent.label}" if start is not None else ""))
+    seed_everything(seed)
+    module = spec.build()
+    if start is not None:
+        module.load_state_dict(start.state_dict())
+    datamodule = module.make_datamodule(split, seed)
+    result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
+    _TRAINED_IN_THIS_PROCESS.add(folder)
+    log_checkpoint(log_name, seed, result.seconds, trained=True)
+    return result
+
+
 def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool = False,
         runs_dir: str | Path | None = None, verbose: bool = True) -> SeedRuns:
-    """Train (or reuse) ``spec`` once per seed, then evaluate each best checkpoint on the test stage."""
-    fp = fingerprint(spec, split, profile)
+    """Train (or reuse) ``spec`` once per seed, then evaluate each best checkpoint on the test stage.
+
+    ``retrain`` applies to this spec, not to its parents (their checkpoints are reused when they fit).
+    """
     fits, per_seed, per_user, by_seed = [], {}, {}, {}
     for seed in spec.seeds:
-        folder = checkpoint_dir(spec, fp, seed, runs_dir)
-        log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
-        if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
-            result = load_fit(spec.build(), folder)
-            if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
-                log_checkpoint(log_name, seed, result.seconds)
-            if verbose:
-                print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
-        else:
-            if verbose:
-                why = "retrain=True" if retrain else why_not_reused(spec, fp, seed, runs_dir)
-                print(f"{spec.label}, seed {seed}: training ({why})")
-            seed_everything(seed)
-            datamodule = SequenceDataModule(split, max_len=spec.window, seed=seed)
-            module = spec.build()
-            result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
-            _TRAINED_IN_THIS_PROCESS.add(folder)
-            log_checkpoint(log_name, seed, result.seconds, trained=True)
+        result = fit_or_load(spec, split, profile, seed, retrain, runs_dir, verbose)
         scores = evaluate(result.module, split.test)
         by_seed[seed] = scores
         for name, values in scores.items():

@@ -74,8 +74,13 @@ class GenerativeRecommender(RankingModule):
 
     # ------------------------------------------------------------------ sequences
     @property
+    def history_tokens(self) -> torch.Tensor:
+        """(N, tokens per item) how each item is written in a history: its SID tokens (a subclass may wrap them)."""
+        return self.item_tokens
+
+    @property
     def tokens_per_item(self) -> int:
-        return self.vocab.depth
+        return self.history_tokens.shape[1]
 
     def encode_histories(self, items: torch.Tensor, with_labels: bool = False):
         """(B, T) item indices left-padded with -1 -> input_ids, attention_mask, position_ids (, labels).
@@ -87,7 +92,7 @@ class GenerativeRecommender(RankingModule):
         B, T = items.shape
         P = self.tokens_per_item
         real = items >= 0                                                          # (B, T)
-        tokens = self.item_tokens[items.clamp(min=0)]                              # (B, T, P)
+        tokens = self.history_tokens[items.clamp(min=0)]                           # (B, T, P)
         tokens = torch.where(real[:, :, None], tokens, torch.full_like(tokens, self.vocab.pad_token))
         bos = torch.full((B, 1), self.vocab.bos_token, dtype=torch.long, device=items.device)
         input_ids = torch.cat([bos, tokens.reshape(B, T * P)], dim=1)              # (B, 1 + T*P)

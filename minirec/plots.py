@@ -6,6 +6,7 @@ Every function returns a matplotlib Figure; notebooks save it with
 from __future__ import annotations
 
 from collections import Counter
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -80,7 +81,8 @@ def learning_curves(runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("tr
     return fig
 
 
-def metric_bars(summary: dict[str, dict[str, tuple[float, float]]], metrics: tuple[str, ...]):
+def metric_bars(summary: dict[str, dict[str, tuple[float, float]]], metrics: tuple[str, ...],
+                ylabel: str = "value (mean ± std over seeds)"):
     """Grouped bars: ``summary[method][metric] = (mean, std)``."""
     methods = list(summary)
     width = 0.8 / len(methods)
@@ -91,8 +93,28 @@ def metric_bars(summary: dict[str, dict[str, tuple[float, float]]], metrics: tup
         stds = [summary[method][m][1] for m in metrics]
         ax.bar(x + j * width, means, width, yerr=stds, capsize=3, label=method)
     ax.set_xticks(x + width * (len(methods) - 1) / 2, metrics)
-    ax.set(ylabel="value (mean ± std over seeds)")
-    ax.legend()
+    ax.set(ylabel=ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def task_losses(stages: dict[str, list[dict]], tasks: Sequence[str]):
+    """Training loss of each task per epoch, the stages one after another on a shared epoch axis."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    offset, colours = 0, dict(zip(tasks, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for stage, rows in stages.items():
+        for task in tasks:
+            key = f"train_loss_{task}"
+            points = [(offset + r["epoch"] + 1, r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=colours[task], label=task if offset == 0 else None)
+        if offset:
+            ax.axvline(offset + 0.5, color="k", lw=0.8, ls="--")
+        ax.annotate(stage, (offset + 1, 1), xycoords=("data", "axes fraction"), va="top", fontsize=8)
+        offset += max([r["epoch"] + 1 for r in rows] or [0])
+    ax.set(xlabel="epoch (stages in order)", ylabel="training loss per token", title="loss of each alignment task")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

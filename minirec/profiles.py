@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-FAMILIES = ("sasrec", "generative", "quantizer")
+FAMILIES = ("sasrec", "generative", "onerec", "warmup", "quantizer")
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,11 @@ _STUDY = {
     "generative": Recipe(max_epochs=25, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
                          schedule="cosine", horizon_steps=20_000),
     "quantizer": Recipe(max_epochs=300, patience=0, batch_size=256, lr=1e-3),
+    # OneRec-Think's SID SFT, alignment and reasoning stages: TIGER-mini's recipe (a fair budget)
+    "onerec": Recipe(max_epochs=25, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
+                     schedule="cosine", horizon_steps=20_000),
+    # OneRec-Think's token warm-up: only new token rows train, so no weight decay (it would move frozen rows)
+    "warmup": Recipe(max_epochs=10, patience=2, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine"),
 }
 
 PROFILES = {
@@ -95,6 +100,8 @@ PROFILES = {
         attention_users=16, diagnostics=True,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=2, patience=1, batch_size=64),
                  "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, horizon_steps=None),
+                 "onerec": replace(_STUDY["onerec"], max_epochs=1, patience=1, horizon_steps=None),
+                 "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
         architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)}),
     "course": Profile(
@@ -103,6 +110,9 @@ PROFILES = {
                  # 5 epochs: S²GR-mini in the method's form (a thinking branch for every target) costs about 2.5x
                  # TIGER-mini per epoch, and notebook 06 must train both from scratch within 10 minutes
                  "generative": replace(_STUDY["generative"], max_epochs=5, patience=2, horizon_steps=None),
+                 # 3 epochs a stage: notebook 08 trains four OneRec-Think stages from scratch within 10 minutes
+                 "onerec": replace(_STUDY["onerec"], max_epochs=3, patience=1, horizon_steps=None),
+                 "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=150)}),
     "study": Profile(
         "study", seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(4, 16), diagnostics=True, recipes=_STUDY),
@@ -111,6 +121,8 @@ PROFILES = {
         diagnostics=True, accelerator="gpu", precision="bf16-mixed", progress_bar=True,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=300, patience=20, batch_size=256),
                  "generative": replace(_STUDY["generative"], max_epochs=100, patience=10, batch_size=128),
+                 "onerec": replace(_STUDY["onerec"], max_epochs=100, patience=10, batch_size=128),
+                 "warmup": replace(_STUDY["warmup"], batch_size=128),
                  "quantizer": _STUDY["quantizer"]},
         architecture={"generative": dict(backbone="small", max_items=50)}),
 }

@@ -132,9 +132,19 @@ class RankingModule(L.LightningModule):
     family = ""                        # sasrec | generative: which Recipe of a profile trains it
     recipe: Recipe | None = None
 
+    @classmethod
+    def recipe_family(cls, config) -> str:
+        """Which recipe of a profile trains a module with this config (a staged model may pick one per stage)."""
+        return cls.family
+
+    def make_datamodule(self, split: LeaveOneOutSplit, seed: int = 0) -> L.LightningDataModule:
+        """The training windows and evaluation stages this module trains on (a subclass may build other data)."""
+        window = getattr(self.config, "max_items", None) or self.config.max_len
+        return SequenceDataModule(split, max_len=window, seed=seed)
+
     def configure_optimizers(self):
         run_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return optimizer_and_schedule(self.parameters(), self.recipe, run_steps)
+        return optimizer_and_schedule([p for p in self.parameters() if p.requires_grad], self.recipe, run_steps)
 
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
@@ -183,7 +193,7 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    recipe = profile.recipe(module.family)
+    recipe = profile.recipe(module.recipe_family(module.config))
     module.recipe = recipe
     datamodule.batch_size = recipe.batch_size
     ckpt_dir = Path(ckpt_dir)

@@ -1,0 +1,389 @@
+"""OneRec-Think on a Qwen3 backbone: itemic alignment and reasoning activation (docs/method.md §7).
+
+One LightningModule, ``OneRecThink``, trained in stages chained with ``RunSpec.then``
+(each stage starts from the previous stage's checkpoint):
+
+- ``base``    sequential preference only (history SIDs -> next SID): the paper's "Base";
+- ``warmup``  token warm-up: only the rows of the new tokens (SID codes, ``<|sid_begin|>``,
+  ``<|sid_end|>``) in the embedding and output matrices train, on the task mix; every
+  other parameter stays exactly as it was (tested);
+- ``align``   multi-task integration: every parameter, on the task mix (``minirec.itemic``);
+- ``reason``  reasoning activation: SFT on ``<think> rationale </think>`` + target SID, loss on
+  both, with the rationales of ``minirec.reasoning``.
+
+Recommending: ``base`` / ``warmup`` / ``align`` prompt with the history and ``<|sid_begin|>`` and
+run the trie-constrained beam search over the whole catalogue. ``reason`` first writes
+``n_rationales`` rationales after ``<think>`` (greedy, or sampled at ``rationale_temperature``),
+beam-searches after each, and merges the candidates by their best score.
+
+Words: ``caption`` writes what an item is from its SID ("explain this item token"),
+``find_items`` goes from text to catalogue items (a text that names no catalogue item is
+flagged, never turned into an invented item: every answer comes out of the trie).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .backbone import SPECIAL_TOKENS
+from .beam_search import constrained_beam_search
+from .data import EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, training_windows
+from .generative import GenerativeRecommender, GenRecConfig
+from .itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
+                     TaskBatches, collate_examples, language_examples, left_pad, persona_examples, sequential_examples,
+                     text_corpus)
+from .reasoning import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
+from .sampling import generate_text
+from .training import SequenceDataModule
+
+STAGES = ("base", "warmup", "align", "reason")
+
+
+@dataclass
+class OneRecConfig(GenRecConfig):
+    """A OneRec-Think stage: the architecture of TIGER-mini plus what each stage trains on and how it decodes."""
+    stage: str = "base"                         # base | warmup | align | reason
+    task_mix: tuple = PAPER_MIX                 # shares of persona, sequential, caption, language (itemic.TASKS)
+    epoch_size: int | None = None               # examples per alignment epoch; None: each sequential window once
+    persona_items: int = 10                     # history items interleaved with their titles in task 1
+    caption_holdout: float = 0.1                # share of items whose words are never shown next to their SID
+    language_corpus: str = ""                   # a UTF-8 file, one document per line; "" = the item captions
+    rationale_similarity: str = "text"          # text (sentence-encoder cosine, the paper's) | sid (shared prefix)
+    rationale_encoder: str = "all-MiniLM-L6-v2"
+    rationale_k: int = 3                        # most similar history items whose genres the rationale names
+    rationale_genres: int = 2                   # genres named in a rationale
+    reason_examples: int | None = None          # (user, target) pairs per reasoning epoch; None: one per window
+    n_rationales: int = 1                       # rationales written per user at inference
+    rationale_temperature: float = 0.0          # 0: greedy (one rationale); > 0: sampled
+    rationale_tokens: int = 16                  # longest rationale written
+    caption_tokens: int = 32                    # longest caption written
+
+
+class _Reasoning(Dataset):
+    """Reasoning-activation examples: history SIDs, then ``<think>`` rationale ``</think>``, then the target SID."""
+
+    def __init__(self, writer: ItemWriter, train: Sequence[np.ndarray], genres, similarity: np.ndarray,
+                 config: OneRecConfig):
+        self.writer, self.train, self.genres, self.similarity, self.config = writer, train, genres, similarity, config
+        self.positions = reasoning_positions(train, min_history=1)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def rationale(self, i: int) -> str:
+        user, t = self.positions[i]
+        seq = self.train[user]
+        history = seq[max(0, t - self.config.max_items):t]
+        return rationale_text(rationale_genres(history, seq[t], self.genres, self.similarity,
+                                               self.config.rationale_k, self.config.rationale_genres))
+
+    def task(self, i: int) -> int:
+        return 0
+
+    def length(self, i: int) -> int:
+        user, t = self.positions[i]
+        return min(t, self.config.max_items)                  # history items: what sets the length
+
+    def __getitem__(self, i):
+        user, t = self.positions[i]
+        seq, w, v = self.train[user], self.writer, self.writer.vocab
+        history = seq[max(0, t - self.config.max_items):t]
+        parts = [(w.item(h), False) for h in history] + [([v.think_token], False),
+                                                         (w.text(self.rationale(i)) + [v.think_end_token], True),
+                                                         (w.item(seq[t]), True)]
+        ids, labels = w.example(parts)
+        return ids, labels, 0
+
+
+class _Subsample(Sampler):
+    """A fresh random subset of ``n`` indices each epoch (all of them, shuffled, when ``n`` is None)."""
+
+    def __init__(self, size: int, n: int | None, seed: int):
+        self.size, self.n, self.rng = size, min(n or size, size), np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(self.rng.permutation(self.size)[:self.n].tolist())
+
+
+class ItemicDataModule(SequenceDataModule):
+    """Training examples of a OneRec-Think stage; validation and test stages as for every other model."""
+
+    def __init__(self, module: "OneRecThink", split: LeaveOneOutSplit, seed: int = 0):
+        super().__init__(split, max_len=module.config.max_items, seed=seed)
+        self.module, self.train_set, self.sampler = module, None, None
+
+    def setup(self, stage=None):
+        if self.train_set is None:
+            self.train_set, self.sampler = self.module.training_examples(self.split, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        pad = self.module.vocab.pad_token
+        batches = TaskBatches(self.sampler, self.train_set, self.batch_size, seed=self.seed)
+        return DataLoader(self.train_set, batch_sampler=batches, collate_fn=lambda rows: collate_examples(rows, pad))
+
+
+class OneRecThink(GenerativeRecommender):
+    """A Qwen3 that reads and writes both words and SIDs; ``config.stage`` says what it trains on."""
+
+    config_class = OneRecConfig
+
+    def __init__(self, config: OneRecConfig, sid_table, texts: Sequence[str] = (), model=None, tokenizer=None):
+        if config.stage not in STAGES:
+            raise ValueError(f"unknown stage {config.stage!r}; choose one of {STAGES}")
+        super().__init__(config, sid_table, texts, model, tokenizer)
+        v = self.vocab
+        n = len(self.item_tokens)
+        wrapped = torch.cat([torch.full((n, 1), v.item_token), self.item_tokens, torch.full((n, 1), v.item_end_token)], 1)
+        self.register_buffer("wrapped_tokens", wrapped, persistent=False)
+        self.register_buffer("text_tokens", self._text_mask(), persistent=False)
+        if config.stage == "warmup":
+            self.freeze_all_but_new_tokens()
+
+    @classmethod
+    def recipe_family(cls, config: OneRecConfig) -> str:
+        return "warmup" if config.stage == "warmup" else "onerec"
+
+    @property
+    def history_tokens(self) -> torch.Tensor:
+        return self.wrapped_tokens
+
+    def _text_mask(self) -> torch.Tensor:
+        size = self.model.get_input_embeddings().weight.shape[0]
+        allowed = torch.ones(size, dtype=torch.bool)
+        v = self.vocab
+        allowed[v.sid_ids] = False
+        specials = {*self.tokenizer.all_special_ids, *self.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)}
+        allowed[[i for i in specials if 0 <= i < size]] = False
+        allowed[len(self.tokenizer):] = False                    # padding rows of a resized matrix
+        return allowed
+
+    # ------------------------------------------------------------------ token warm-up
+    def freeze_all_but_new_tokens(self) -> None:
+        """Only the new tokens' rows of the input and output embedding matrices stay trainable."""
+        keep = torch.zeros(self.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+        keep[self.vocab.new_token_ids()] = True
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._warm = []
+        for layer in (self.model.get_input_embeddings(), self.model.get_output_embeddings()):
+            w = layer.weight
+            if any(w is other for other in self._warm):
+                continue                                          # tied: one matrix
+            w.requires_grad_(True)
+            w.register_hook(lambda g, keep=keep: g * keep[:, None].to(g.dtype))
+            self._warm.append(w)
+        self._keep_rows = keep
+
+    def on_train_start(self) -> None:
+        if self.config.stage == "warmup":        # exact: no optimiser state or decay may move a frozen row
+            self._frozen_copy = [w.detach().clone() for w in self._warm]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.config.stage == "warmup":
+            with torch.no_grad():
+                for w, saved in zip(self._warm, self._frozen_copy):
+                    w[~self._keep_rows] = saved[~self._keep_rows].to(w.device)
+
+    # ------------------------------------------------------------------ training data
+    def writer(self, dataset: SequenceDataset) -> ItemWriter:
+        return ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, dataset)
+
+    def make_datamodule(self, split: LeaveOneOutSplit, seed: int = 0) -> ItemicDataModule:
+        return ItemicDataModule(self, split, seed)
+
+    def held_out_items(self, n_items: int) -> np.ndarray:
+        """Items never captioned in training (the same for every stage and seed of one SID table)."""
+        return caption_holdout(n_items, self.config.caption_holdout, seed=0)
+
+    def training_examples(self, split: LeaveOneOutSplit, seed: int = 0):
+        """(dataset, sampler) of this stage's training examples."""
+        c, ds = self.config, split.dataset
+        writer = self.writer(ds)
+        if c.stage == "reason":
+            codes = self.sid_table.codes
+            if c.rationale_similarity == "text":
+                from .embeddings import item_embeddings
+                sim = similarity_matrix("text", embeddings=item_embeddings(ds, c.rationale_encoder, verbose=False))
+            else:
+                sim = similarity_matrix(c.rationale_similarity, codes=codes)
+            data = _Reasoning(writer, split.train, list(ds.items["genres"]), sim, c)
+            self.task_names = ("reason",)
+            return data, _Subsample(len(data), c.reason_examples or len(training_windows(split.train, c.max_items)),
+                                    seed)
+        windows = training_windows(split.train, c.max_items)
+        if c.stage == "base":
+            tasks, shares = {"sequential": sequential_examples(writer, windows)}, {"sequential": 1.0}
+        else:
+            hidden = set(self.held_out_items(ds.n_items).tolist())
+            shown = [i for i in range(ds.n_items) if i not in hidden]
+            docs = text_corpus(c.language_corpus) if c.language_corpus else [writer.caption(i) for i in shown]
+            tasks = {"persona": persona_examples(writer, split, c.persona_items, hidden),
+                     "sequential": sequential_examples(writer, windows),
+                     "caption": caption_examples(writer, shown),
+                     "language": language_examples(writer, docs)}
+            if len(c.task_mix) != len(TASKS):
+                raise ValueError(f"task_mix needs {len(TASKS)} shares, in the order {TASKS}; got {c.task_mix}")
+            shares = dict(zip(TASKS, c.task_mix))
+        data = ExampleSet(tasks)
+        self.task_names = tuple(data.names)
+        return data, TaskMix(data, shares, c.epoch_size, seed)
+
+    def loss_terms(self, batch) -> dict[str, torch.Tensor]:
+        """Token-mean cross-entropy over every labelled token, and the same per task (for the per-task curves)."""
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                                    reduction="none").view_as(labels)
+        counted = (labels != IGNORE).float()
+        terms = {"loss": (per_token * counted).sum() / counted.sum().clamp(min=1)}
+        for t, name in enumerate(getattr(self, "task_names", ())):
+            rows = batch["task"] == t
+            if rows.any():
+                terms[f"loss_{name}"] = (per_token[rows] * counted[rows]).sum() / counted[rows].sum().clamp(min=1)
+        return terms
+
+    # ------------------------------------------------------------------ recommending
+    def prompts(self, inputs: torch.Tensor) -> list[list[int]]:
+        """Per row of (B, T) item indices (-1 padded): ``<bos>`` and the real items, written with boundaries."""
+        inputs = inputs[:, -self.config.max_items:]
+        rows = []
+        for row in inputs.tolist():
+            items = [i for i in row if i >= 0]
+            if not items:
+                raise EmptyHistoryError("a history with no items: there is nothing to recommend from")
+            rows.append([self.vocab.bos_token] + [t for i in items for t in self.wrapped_tokens[i].tolist()])
+        return rows
+
+    def write_rationales(self, rows: list[list[int]], n: int = 1, temperature: float = 0.0,
+                         generator: torch.Generator | None = None) -> list[list[int]]:
+        """``n`` rationales per prompt row (row-major: the n of row 0 first), as token lists without the tags."""
+        device = self.wrapped_tokens.device
+        prompts = [r + [self.vocab.think_token] for r in rows for _ in range(n)]
+        ids, mask = left_pad(prompts, self.vocab.pad_token)
+        return generate_text(self.model, ids.to(device), mask.to(device), self.text_tokens, self.vocab.think_end_token,
+                             self.config.rationale_tokens, temperature, generator)
+
+    def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
+                    trace: list | None = None, rationales: list | None = None):
+        """Top-k items and scores for (B, T) histories; the reasoning stage thinks first.
+
+        ``rationales``, if a list, receives the rationales written (``n_rationales`` per user, as text).
+        """
+        c, v, device = self.config, self.vocab, self.wrapped_tokens.device
+        width = beam_width or max(c.beam_width, k)
+        rows = self.prompts(inputs)
+        n = c.n_rationales if c.stage == "reason" else 1
+        if c.stage == "reason":
+            temperature = c.rationale_temperature if n > 1 else 0.0
+            thoughts = self.write_rationales(rows, n, temperature)
+            if rationales is not None:
+                rationales += [self.tokenizer.decode(t) for t in thoughts]
+            rows = [r + [v.think_token] + t + [v.think_end_token] for r, t in
+                    zip([r for r in rows for _ in range(n)], thoughts)]
+        ids, mask = left_pad([r + [v.item_token] for r in rows], v.pad_token)
+        self.trie.to(device)
+        if exclude is not None:
+            exclude = exclude.to(device).repeat_interleave(n, dim=0)
+        items, scores = constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device), width,
+                                                width if n > 1 else k, exclude, trace=trace)
+        if n == 1:
+            return items, scores
+        return merge_candidates(items.view(len(inputs), -1), scores.view(len(inputs), -1), len(self.item_tokens), k)
+
+    def decode_with(self, **changes) -> "OneRecThink":
+        """Change how this model decodes (``n_rationales``, ``rationale_temperature``, ``beam_width``, ...), in place."""
+        allowed = {"n_rationales", "rationale_temperature", "rationale_tokens", "beam_width", "caption_tokens"}
+        if set(changes) - allowed:
+            raise ValueError(f"only decoding settings may change after training: {sorted(allowed)}")
+        self.config = replace(self.config, **changes)
+        self.val_beam = max(self.config.beam_width, self.val_k)
+        return self
+
+    # ------------------------------------------------------------------ words
+    @torch.no_grad()
+    def caption(self, items: Sequence[int], batch_size: int = 256) -> list[str]:
+        """What the model writes after an item's SID and "is" (greedy): its "explain this item token" answer."""
+        writer = ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, None)
+        is_ = writer.text(" is")
+        out, device = [], self.wrapped_tokens.device
+        for lo in range(0, len(items), batch_size):
+            rows = [[self.vocab.bos_token] + writer.item(i) + is_ for i in items[lo:lo + batch_size]]
+            ids, mask = left_pad(rows, self.vocab.pad_token)
+            written = generate_text(self.model, ids.to(device), mask.to(device), self.text_tokens, self.vocab.eos_token,
+                                    self.config.caption_tokens)
+            out += [self.tokenizer.decode(t).strip() for t in written]
+        return out
+
+    def caption_sid(self, sid: Sequence[int]) -> str:
+        """The caption of the item with this SID; a clear error for a SID no catalogue item has."""
+        sid = tuple(int(c) for c in sid)
+        if len(sid) != self.vocab.depth:
+            raise UnknownItemError(f"SID {sid} has {len(sid)} codes; this SID table writes {self.vocab.depth}")
+        try:
+            item = self.sid_table.item_of(sid)
+        except KeyError as err:
+            raise UnknownItemError(str(err.args[0])) from None
+        return self.caption([item])[0]
+
+    @torch.no_grad()
+    def find_items(self, texts: Sequence[str], dataset: SequenceDataset, k: int = 5) -> list["TextMatch"]:
+        """Text -> catalogue items by constrained beam search after ``<text> is <|sid_begin|>``.
+
+        Every answer is a catalogue item. A text that is no catalogue caption or title is
+        flagged (``known=False``): the items are then the model's nearest guesses, not a lookup.
+        """
+        writer = ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, dataset)
+        known = {str(t).strip().lower() for t in dataset.items["text"]}
+        known |= {writer.title(i).lower() for i in range(dataset.n_items)}
+        known |= {str(t).strip().lower() for t in dataset.items["title"]}
+        rows = []
+        for t in texts:
+            if not str(t).strip():
+                raise ValueError("an empty text names no item: give a title or a caption")
+            rows.append([self.vocab.bos_token] + writer.text(" " + str(t).strip()) + writer.text(" is")
+                        + [self.vocab.item_token])
+        ids, mask = left_pad(rows, self.vocab.pad_token)
+        device = self.wrapped_tokens.device
+        self.trie.to(device)
+        width = max(self.config.beam_width, k)
+        items, scores = constrained_beam_search(self.model, self.vocab, self.trie, ids.to(device), mask.to(device),
+                                                width, k)
+        return [TextMatch(str(t), items[r].tolist(), scores[r].tolist(), str(t).strip().lower() in known)
+                for r, t in enumerate(texts)]
+
+
+@dataclass
+class TextMatch:
+    text: str
+    items: list[int]                 # catalogue items, best first
+    scores: list[float]              # their log-probabilities
+    known: bool                      # the text is a catalogue caption or title (else: a flagged miss)
+
+
+def merge_candidates(items: torch.Tensor, scores: torch.Tensor, n_items: int, k: int):
+    """(B, M) candidates from several beam searches -> the top-k distinct items by their best score."""
+    best = torch.full((items.shape[0], n_items + 1), -torch.inf, device=items.device)
+    slot = torch.where(items >= 0, items, torch.full_like(items, n_items))
+    best.scatter_reduce_(1, slot, torch.where(items >= 0, scores, torch.full_like(scores, -torch.inf)), reduce="amax")
+    top, idx = best[:, :n_items].topk(k, dim=1)
+    return torch.where(torch.isfinite(top), idx, torch.full_like(idx, -1)), top
+
+
+@torch.no_grad()
+def recommend(module: OneRecThink, stage, k: int = 20, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """Top-k items (users, k) for every user of an evaluation stage, and the rationales written on the way."""
+    from .metrics import stage_batches
+    module.eval()
+    items, rationales = [], []
+    for x, exclude, _ in stage_batches(stage, module.config.max_items, batch_size, module.wrapped_tokens.device):
+        items.append(module.beam_search(x, exclude, k, max(module.config.beam_width, k), rationales=rationales)[0])
+    return torch.cat(items).cpu().numpy(), rationales
