@@ -91,12 +91,12 @@ def describe_example(tokenizer, ids: Sequence[int], labels: Sequence[int]) -> st
 
 
 def persona_words(dataset: SequenceDataset, user: int) -> str:
-    """"A 24 year old man, a technician, watched" from ML-100K's user file (a neutral opening without one)."""
+    """"A 24 year old man (occupation: technician) watched" from ML-100K's user file (a neutral opening without one)."""
     if dataset.users is None or "age" not in dataset.users:
         return "The user watched"
     row = dataset.users.iloc[user]
     who = {"M": "man", "F": "woman"}.get(str(row.get("gender", "")), "person")
-    return f"A {row['age']} year old {who}, a {row['occupation']}, watched"
+    return f"A {row['age']} year old {who} (occupation: {row['occupation']}) watched"
 
 
 def persona_examples(writer: ItemWriter, split: LeaveOneOutSplit, n_items: int = 10,

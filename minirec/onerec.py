@@ -62,55 +62,73 @@ class OneRecConfig(GenRecConfig):
     rationale_temperature: float = 0.0          # 0: greedy (one rationale); > 0: sampled
     rationale_tokens: int = 16                  # longest rationale written
     caption_tokens: int = 32                    # longest caption written
+    refine_rationales: bool = False             # after each reasoning epoch, keep the model's own rationales that
+                                                # lead to the target (in the beams) and drop the examples that do not
 
 
 class _Reasoning(Dataset):
-    """Reasoning-activation examples: history SIDs, then ``<think>`` rationale ``</think>``, then the target SID."""
+    """Reasoning-activation examples: history SIDs, then ``<think>`` rationale ``</think>``, then the target SID.
+
+    With the refinement loop, ``own`` holds rationales the model wrote itself that led to the
+    target (they replace the template) and ``dropped`` the examples whose rationale did not.
+    """
 
     def __init__(self, writer: ItemWriter, train: Sequence[np.ndarray], genres, similarity: np.ndarray,
                  config: OneRecConfig):
         self.writer, self.train, self.genres, self.similarity, self.config = writer, train, genres, similarity, config
         self.positions = reasoning_positions(train, min_history=1)
+        self.own: dict[int, list[int]] = {}
+        self.dropped: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def rationale(self, i: int) -> str:
+    def history(self, i: int) -> np.ndarray:
         user, t = self.positions[i]
-        seq = self.train[user]
-        history = seq[max(0, t - self.config.max_items):t]
-        return rationale_text(rationale_genres(history, seq[t], self.genres, self.similarity,
+        return self.train[user][max(0, t - self.config.max_items):t]
+
+    def target(self, i: int) -> int:
+        user, t = self.positions[i]
+        return int(self.train[user][t])
+
+    def rationale(self, i: int) -> str:
+        """The template rationale of example ``i`` (the genres of its history items nearest the target)."""
+        return rationale_text(rationale_genres(self.history(i), self.target(i), self.genres, self.similarity,
                                                self.config.rationale_k, self.config.rationale_genres))
+
+    def active(self) -> np.ndarray:
+        return np.array([i for i in range(len(self)) if i not in self.dropped], dtype=np.int64)
 
     def task(self, i: int) -> int:
         return 0
 
     def length(self, i: int) -> int:
-        user, t = self.positions[i]
-        return min(t, self.config.max_items)                  # history items: what sets the length
+        return len(self.history(i))                           # history items: what sets the length
 
     def __getitem__(self, i):
-        user, t = self.positions[i]
-        seq, w, v = self.train[user], self.writer, self.writer.vocab
-        history = seq[max(0, t - self.config.max_items):t]
-        parts = [(w.item(h), False) for h in history] + [([v.think_token], False),
-                                                         (w.text(self.rationale(i)) + [v.think_end_token], True),
-                                                         (w.item(seq[t]), True)]
+        w, v = self.writer, self.writer.vocab
+        thought = self.own[i] if i in self.own else w.text(self.rationale(i))
+        parts = [(w.item(h), False) for h in self.history(i)] + [([v.think_token], False),
+                                                                 (thought + [v.think_end_token], True),
+                                                                 (w.item(self.target(i)), True)]
         ids, labels = w.example(parts)
         return ids, labels, 0
 
 
 class _Subsample(Sampler):
-    """A fresh random subset of ``n`` indices each epoch (all of them, shuffled, when ``n`` is None)."""
+    """A fresh random subset of ``n`` of the data's active examples each epoch (all of them when ``n`` is None)."""
 
-    def __init__(self, size: int, n: int | None, seed: int):
-        self.size, self.n, self.rng = size, min(n or size, size), np.random.default_rng(seed)
+    def __init__(self, data: _Reasoning, n: int | None, seed: int):
+        self.data, self.n, self.rng = data, n, np.random.default_rng(seed)
+        self.last: list[int] = []
 
     def __len__(self) -> int:
-        return self.n
+        return min(self.n or len(self.data), len(self.data) - len(self.data.dropped))
 
     def __iter__(self):
-        return iter(self.rng.permutation(self.size)[:self.n].tolist())
+        active = self.data.active()
+        self.last = self.rng.permutation(active)[:len(self)].tolist()
+        return iter(self.last)
 
 
 class ItemicDataModule(SequenceDataModule):
@@ -193,6 +211,42 @@ class OneRecThink(GenerativeRecommender):
                 for w, saved in zip(self._warm, self._frozen_copy):
                     w[~self._keep_rows] = saved[~self._keep_rows].to(w.device)
 
+    def on_train_epoch_end(self) -> None:
+        if self.config.stage == "reason" and self.config.refine_rationales:
+            counts = self.refine_rationales(self.reason_sampler.last)
+            self.log("refine_kept", counts["kept"] / max(1, counts["kept"] + counts["dropped"]))
+
+    @torch.no_grad()
+    def refine_rationales(self, indices: Sequence[int], batch_size: int = 128) -> dict[str, int]:
+        """The official code's refinement loop: for each example, write a rationale (greedy) and beam-search after it;
+        if the target is in the beams, the model's rationale replaces the template, otherwise the example is dropped."""
+        data, v = self.reason_data, self.vocab
+        was_training = self.training
+        self.eval()
+        kept = dropped = 0
+        for lo in range(0, len(indices), batch_size):
+            chunk = list(indices[lo:lo + batch_size])
+            rows = [[v.bos_token] + [t for h in data.history(i) for t in self.wrapped_tokens[h].tolist()] for i in chunk]
+            thoughts = self.write_rationales(rows)
+            prompts = [r + [v.think_token] + t + [v.think_end_token, v.item_token] for r, t in zip(rows, thoughts)]
+            ids, mask = left_pad(prompts, v.pad_token)
+            device = self.wrapped_tokens.device
+            exclude = left_pad([data.history(i).tolist() for i in chunk], -1)[0].to(device)
+            self.trie.to(device)
+            items, _ = constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device),
+                                               self.config.beam_width, self.config.beam_width, exclude)
+            for i, thought, beams in zip(chunk, thoughts, items.tolist()):
+                if data.target(i) in beams:
+                    data.own[i] = thought
+                    data.dropped.discard(i)
+                    kept += 1
+                else:
+                    data.own.pop(i, None)
+                    data.dropped.add(i)
+                    dropped += 1
+        self.train(was_training)
+        return {"kept": kept, "dropped": dropped}
+
     # ------------------------------------------------------------------ training data
     def writer(self, dataset: SequenceDataset) -> ItemWriter:
         return ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, dataset)
@@ -217,8 +271,10 @@ class OneRecThink(GenerativeRecommender):
                 sim = similarity_matrix(c.rationale_similarity, codes=codes)
             data = _Reasoning(writer, split.train, list(ds.items["genres"]), sim, c)
             self.task_names = ("reason",)
-            return data, _Subsample(len(data), c.reason_examples or len(training_windows(split.train, c.max_items)),
-                                    seed)
+            self.reason_data = data
+            self.reason_sampler = _Subsample(data, c.reason_examples or len(training_windows(split.train, c.max_items)),
+                                             seed)
+            return data, self.reason_sampler
         windows = training_windows(split.train, c.max_items)
         if c.stage == "base":
             tasks, shares = {"sequential": sequential_examples(writer, windows)}, {"sequential": 1.0}

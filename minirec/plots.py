@@ -114,6 +114,7 @@ def task_losses(stages: dict[str, list[dict]], tasks: Sequence[str]):
         ax.annotate(stage, (offset + 1, 1), xycoords=("data", "axes fraction"), va="top", fontsize=8)
         offset += max([r["epoch"] + 1 for r in rows] or [0])
     ax.set(xlabel="epoch (stages in order)", ylabel="training loss per token", title="loss of each alignment task")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -288,3 +288,30 @@ def test_a_later_stage_is_fingerprinted_with_its_parent(setup):
     assert fa["config"] == fo["config"] and fa["parent"] != fo["parent"]
     assert checkpoint_dir(align, fa, 0) != checkpoint_dir(other, fo, 0)
     assert fa["recipe"] == fingerprint(spec, split, profile)["recipe"] != fa["parent"]["recipe"]
+
+
+def test_refinement_keeps_rationales_that_reach_the_target_and_drops_the_rest(setup, trained):
+    split, *_ = setup
+    module = trained["reason"].module
+    data, sampler = module.training_examples(split)
+    chosen = list(range(0, len(data), len(data) // 40))[:40]
+    counts = module.refine_rationales(chosen)
+    assert counts["kept"] + counts["dropped"] == len(chosen) and counts["kept"] > 0
+    assert set(data.own) | data.dropped == set(chosen) and not set(data.own) & data.dropped
+    assert len(sampler) == min(sampler.n, len(data) - counts["dropped"])
+    assert not set(iter(sampler)) & data.dropped
+    for i in list(data.own)[:3]:                         # the model's own words replace the template
+        ids, labels, _ = data[i]
+        own = data.own[i]
+        assert any(ids[j:j + len(own)] == own for j in range(len(ids))) or not own
+
+
+def test_refinement_loop_runs_inside_training(setup, trained, tmp_path):
+    from minirec.training import fit
+    split, _, spec = setup
+    module = spec.variant("r", stage="reason", refine_rationales=True, reason_examples=64).build()
+    module.load_state_dict(trained["align"].module.state_dict())
+    profile = with_recipe(get_profile("smoke"), "onerec", max_epochs=2, patience=2, batch_size=32)
+    fit(module, module.make_datamodule(split), profile, tmp_path / "fit")
+    data = module.reason_data
+    assert len(data.own) + len(data.dropped) > 0 and not set(data.own) & data.dropped    # the loop ran and decided

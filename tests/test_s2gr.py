@@ -271,3 +271,28 @@ def test_level_vectors_can_start_at_a_hidden_states_scale(synthetic, table):
     small = S2GR(S2GRConfig(**base), table, synthetic.items["text"].tolist())
     hidden = S2GR(S2GRConfig(**base, level_init="hidden"), table, synthetic.items["text"].tolist())
     assert small.level_vectors.std().item() < 0.1 < 0.5 < hidden.level_vectors.std().item()
+
+
+@torch.no_grad()
+def test_alignment_loss_reads_the_thinking_position_of_each_level(synthetic, table):
+    """L_align at level l is the cross-entropy of the cluster head on t_l's hidden state (not s_l's), computed
+    here from scratch by growing the input embeddings one step at a time."""
+    model = make(synthetic, table)
+    base, embed = model.model.base_model, model.model.get_input_embeddings()
+    history, target = torch.tensor([3]), 7
+    ids, mask, _ = model.encode_histories(history[None])
+    x = embed(ids[mask > 0])[None]
+    codes = table.codes[target]
+    for level in range(model.levels):
+        h = base(inputs_embeds=x).last_hidden_state[:, -1:]
+        x = torch.cat([x, model.thinking_input(h, level)], dim=1)
+        thinking = base(inputs_embeds=x).last_hidden_state[0, -1]           # the output at t_l
+        expected = F.cross_entropy(model.cluster_logits(thinking[None], level).float(),
+                                   model.code_cluster[level, codes[level]][None])
+        x = torch.cat([x, embed(model.item_tokens[target][level])[None, None]], dim=1)
+        terms = model.loss_terms((history[None], torch.tensor([[target]])))
+        assert terms[f"align_L{level + 1}"].item() == pytest.approx(expected.item(), abs=1e-4), level
+        code_state = base(inputs_embeds=x).last_hidden_state[0, -1]          # s_l: must not be what is read
+        wrong = F.cross_entropy(model.cluster_logits(code_state[None], level).float(),
+                                model.code_cluster[level, codes[level]][None])
+        assert abs(wrong.item() - expected.item()) > 1e-3

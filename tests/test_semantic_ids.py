@@ -77,3 +77,27 @@ def test_health_numbers(synthetic):
     assert h["collision_rate"] == 1.0 and h["largest_bucket"] == synthetic.n_items // 4
     assert h["genre_purity_L1"] == 1.0 and h["genre_purity_L1_random"] < 0.6
     assert h["sharing_lift"] > 2.5
+
+
+def test_uniformity_loss_pushes_only_codewords_closer_than_the_margin():
+    import torch
+    from minirec.profiles import get_profile
+    from minirec.quantizers import RQVAEModule
+    config = QuantizerConfig(levels=1, codebook_size=4, latent_dim=4, uniformity_margin=0.5)
+    module = RQVAEModule(8, config, get_profile("smoke").recipe("quantizer"))
+    simplex = torch.eye(4)[None] * 3.0                    # four codewords, all pairwise distances equal
+    module.codebooks.data.copy_(simplex)
+    assert module.uniformity_loss().item() == 0.0          # every distance is above δ = half the mean distance
+    crowded = simplex.clone()
+    crowded[0, 1] = crowded[0, 0] + 0.05                  # two codewords almost on top of each other
+    module.codebooks.data.copy_(crowded)
+    loss = module.uniformity_loss()
+    assert loss.item() > 0
+    module.codebooks.data.copy_(crowded * 10)             # the margin scales with the codebook: same loss
+    assert module.uniformity_loss().item() == pytest.approx(loss.item(), rel=1e-4)
+    module.codebooks.data.copy_(crowded)
+    module.uniformity_loss().backward()
+    before = torch.dist(module.codebooks[0, 0], module.codebooks[0, 1]).item()
+    with torch.no_grad():
+        module.codebooks -= 0.1 * module.codebooks.grad
+    assert torch.dist(module.codebooks[0, 0], module.codebooks[0, 1]).item() > before   # the pair is pushed apart
