@@ -9,7 +9,7 @@ from minirec.data import leave_one_out
 from minirec.experiments import RunSpec, choose_on_validation, run
 from minirec.generative import GenerativeRecommender, GenRecConfig
 from minirec.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
-from minirec.profiles import PROFILES, get_profile, with_recipe
+from minirec.profiles import FAMILIES, PROFILES, get_profile, with_recipe
 from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.semantic_ids import build_sid_table, shuffled_sid_table
 from minirec.synthetic import planted_embeddings
@@ -82,13 +82,16 @@ def test_choose_on_validation_never_reads_the_test(setup, tmp_path):
 
 def test_profiles_hold_recipes_not_architecture():
     for profile in PROFILES.values():
-        assert set(profile.recipes) == {"sasrec", "generative", "quantizer"}
+        assert set(profile.recipes) == set(FAMILIES)
         for family, overrides in profile.architecture.items():
             assert not set(overrides) & {"lr", "weight_decay", "max_epochs", "patience", "batch_size"}
     assert get_profile("course").name == "course" and "study" in PROFILES and "gpu" in PROFILES
     with pytest.raises(ValueError, match="unknown profile 'cpu'"):
         get_profile("cpu")
     assert np.isfinite(get_profile("study").recipe("generative").lr)
+    # OneRec-Think's stages get TIGER-mini's budget where numbers are compared; the warm-up has no weight decay
+    assert get_profile("study").recipe("onerec") == get_profile("study").recipe("generative")
+    assert all(p.recipe("warmup").weight_decay == 0 for p in PROFILES.values())
 
 
 def test_reusing_a_checkpoint_trained_in_the_same_process_is_not_logged_as_a_saving(setup, tmp_path, monkeypatch):
