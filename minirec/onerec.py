@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .backbone import SPECIAL_TOKENS
 from .beam_search import constrained_beam_search
-from .data import EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, training_windows
+from .data import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
+                   training_windows)
 from .generative import GenerativeRecommender, GenRecConfig
 from .itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
                      TaskBatches, collate_examples, language_examples, left_pad, persona_examples, sequential_examples,
@@ -226,7 +227,7 @@ class OneRecThink(GenerativeRecommender):
         kept = dropped = 0
         for lo in range(0, len(indices), batch_size):
             chunk = list(indices[lo:lo + batch_size])
-            rows = [[v.bos_token] + [t for h in data.history(i) for t in self.wrapped_tokens[h].tolist()] for i in chunk]
+            rows = self.prompts(torch.as_tensor(pad_left([data.history(i) for i in chunk])))
             thoughts = self.write_rationales(rows)
             prompts = [r + [v.think_token] + t + [v.think_end_token, v.item_token] for r, t in zip(rows, thoughts)]
             ids, mask = left_pad(prompts, v.pad_token)
