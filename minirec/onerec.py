@@ -369,7 +369,7 @@ class OneRecThink(GenerativeRecommender):
     @torch.no_grad()
     def caption(self, items: Sequence[int], batch_size: int = 256) -> list[str]:
         """What the model writes after an item's SID and "is" (greedy): its "explain this item token" answer."""
-        writer = ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, None)
+        writer = self.writer(None)                     # items and words only: no captions are looked up
         is_ = writer.text(" is")
         out, device = [], self.wrapped_tokens.device
         for lo in range(0, len(items), batch_size):
@@ -398,7 +398,7 @@ class OneRecThink(GenerativeRecommender):
         Every answer is a catalogue item. A text that is no catalogue caption or title is
         flagged (``known=False``): the items are then the model's nearest guesses, not a lookup.
         """
-        writer = ItemWriter(self.tokenizer, self.vocab, self.sid_table.codes, dataset)
+        writer = self.writer(dataset)
         known = {str(t).strip().lower() for t in dataset.items["text"]}
         known |= {writer.title(i).lower() for i in range(dataset.n_items)}
         known |= {str(t).strip().lower() for t in dataset.items["title"]}

@@ -34,3 +34,13 @@ def ml100k_text(ml100k):
     """Real all-MiniLM-L6-v2 embeddings of the MovieLens catalogue (cached in the session's folder)."""
     from minirec.embeddings import item_embeddings
     return item_embeddings(ml100k, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_sids(synthetic):
+    """RQ-KMeans SIDs (2 levels of 4 codes) of the synthetic catalogue's planted embeddings, shared by the tests."""
+    from minirec.quantizers import QuantizerConfig, RQKMeans
+    from minirec.semantic_ids import build_sid_table
+    from minirec.synthetic import planted_embeddings
+    return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
+                           synthetic)

@@ -10,18 +10,15 @@ from minirec.experiments import RunSpec, choose_on_validation, run
 from minirec.generative import GenerativeRecommender, GenRecConfig
 from minirec.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
 from minirec.profiles import FAMILIES, PROFILES, get_profile, with_recipe
-from minirec.quantizers import QuantizerConfig, RQKMeans
-from minirec.semantic_ids import build_sid_table, shuffled_sid_table
-from minirec.synthetic import planted_embeddings
+from minirec.semantic_ids import shuffled_sid_table
 
 TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic):
+def setup(synthetic, synthetic_sids):
     split = leave_one_out(synthetic)
-    table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
-                            synthetic)
+    table = synthetic_sids
     spec = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(max_items=6, text_vocab_size=50,
                                                                      backbone_overrides=TINY),
                    table, synthetic.items["text"].tolist())

@@ -11,21 +11,17 @@ from minirec.data import (DataFormatError, EmptyHistoryError, UnknownItemError, 
 from minirec.experiments import RunSpec, checkpoint_dir, fingerprint, run
 from minirec.onerec import OneRecConfig, OneRecThink, merge_candidates
 from minirec.profiles import get_profile, with_recipe
-from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.reasoning import (genre_agreement, genres_in, rationale_genres, rationale_text, reasoning_positions,
                                similarity_matrix)
 from minirec.sampling import generate_text
-from minirec.semantic_ids import build_sid_table
-from minirec.synthetic import planted_embeddings
 
 SMALL = dict(hidden_size=64, intermediate_size=128, head_dim=16)
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic):
+def setup(synthetic, synthetic_sids):
     split = leave_one_out(synthetic)
-    table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
-                            synthetic)
+    table = synthetic_sids
     config = OneRecConfig(max_items=10, beam_width=20, text_vocab_size=300, rationale_similarity="sid", caption_holdout=0.25,
                           backbone_overrides=SMALL)
     spec = RunSpec("Base", OneRecThink, config, table, itemic.tokenizer_corpus(synthetic))

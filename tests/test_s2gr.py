@@ -9,19 +9,16 @@ from minirec.baselines import Popularity
 from minirec.data import leave_one_out
 from minirec.generative import GenerativeRecommender, level_accuracy
 from minirec.profiles import get_profile, seed_everything, with_recipe
-from minirec.quantizers import QuantizerConfig, RQKMeans
 from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets
-from minirec.semantic_ids import SIDTable, build_sid_table
-from minirec.synthetic import planted_embeddings
+from minirec.semantic_ids import SIDTable
 from minirec.training import SequenceDataModule, fit
 
 SMALL = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 
 
 @pytest.fixture(scope="module")
-def table(synthetic):
-    return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
-                           synthetic)
+def table(synthetic_sids):
+    return synthetic_sids
 
 
 def make(synthetic, table, seed=0, **overrides):
