@@ -127,8 +127,11 @@ class BeamTree:
 def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, beam_width: int, k: int,
                             exclude: torch.Tensor | None = None, step_fn: Callable | None = None,
-                            trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            trace: list | None = None, levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items (B, k) and their log-probabilities (B, k) for left-padded prompts (B, T).
+
+    ``levels``, if given, stops after that many SID codes and returns the top-``k`` *prefixes*
+    instead (their ids at that depth of the trie, -1 for none): Think-Ahead's offline half.
 
     ``step_fn(model, input_ids, tree, cache, depth) -> (logits, cache)`` runs the forwards of
     one decoding step: at depth 0 ``input_ids`` is the prompt (masks from ``tree.prompt()``),
@@ -146,7 +149,10 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
     scores = torch.zeros(B, 1, device=input_ids.device)              # one empty beam per user
     prefix = torch.zeros(B, 1, dtype=torch.long, device=input_ids.device)
     tokens, cache = input_ids, None
-    for d in range(trie.depth):
+    depth = trie.depth if levels is None else levels
+    if not 1 <= depth <= trie.depth:
+        raise ValueError(f"levels must be between 1 and the SID length {trie.depth}, got {levels}")
+    for d in range(depth):
         logits, cache = step_fn(model, tokens, tree, cache, d)
         logp = F.log_softmax(logits.float(), dim=-1)[..., vocab.level_slice(d)]        # (B, w, S)
         w, S = logp.shape[1:]
@@ -165,6 +171,8 @@ def constrained_beam_search(model, vocab: SIDVocabulary, trie: SIDTrie, input_id
             trace.append([(int(o), int(c), float(s)) for o, c, s in zip(origin[0], codes[0], scores[0])])
         tree.select(origin)
         tokens = codes + vocab.offsets[d]
+    if depth < trie.depth:
+        return torch.where(torch.isfinite(scores), prefix, torch.full_like(prefix, -1))[:, :k], scores[:, :k]
     items = trie.leaf_item[prefix]                                                      # (B, W)
     items = torch.where(torch.isfinite(scores), items, torch.full_like(items, -1))
     return items[:, :k], scores[:, :k]

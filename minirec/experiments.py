@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,9 +69,19 @@ class RunSpec:
                        seeds=self.seeds if seeds is None else tuple(seeds),
                        parent=self.parent if parent is None else parent)
 
-    def then(self, label: str, **config_changes) -> "RunSpec":
-        """The next stage of a staged method: the same model class, started from this spec's checkpoint."""
-        return replace(self, label=label, config=replace(self.config, **config_changes), parent=self)
+    def then(self, label: str, model: type | None = None, **config_changes) -> "RunSpec":
+        """The next stage of a staged method, started from this spec's checkpoint.
+
+        ``model`` switches to another class with the same weights (OneRec-Think's reinforcement
+        stage): its config is the parent's fields, carried over, plus ``config_changes``.
+        """
+        model = model or self.model
+        if type(self.config) is model.config_class:
+            config = replace(self.config, **config_changes)
+        else:
+            config = model.config_class(**{f.name: getattr(self.config, f.name) for f in fields(self.config)},
+                                        **config_changes)
+        return replace(self, label=label, model=model, config=config, parent=self)
 
     @property
     def window(self) -> int:

@@ -330,10 +330,11 @@ class OneRecThink(GenerativeRecommender):
                              self.config.rationale_tokens, temperature, generator)
 
     def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
-                    trace: list | None = None, rationales: list | None = None):
+                    trace: list | None = None, rationales: list | None = None, levels: int | None = None):
         """Top-k items and scores for (B, T) histories; the reasoning stage thinks first.
 
         ``rationales``, if a list, receives the rationales written (``n_rationales`` per user, as text).
+        ``levels``, if given, decodes only the first ``levels`` SID codes and returns top-k prefix ids.
         """
         c, v, device = self.config, self.vocab, self.wrapped_tokens.device
         width = beam_width or max(c.beam_width, k)
@@ -351,10 +352,11 @@ class OneRecThink(GenerativeRecommender):
         if exclude is not None:
             exclude = exclude.to(device).repeat_interleave(n, dim=0)
         items, scores = constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device), width,
-                                                width if n > 1 else k, exclude, trace=trace)
+                                                width if n > 1 else k, exclude, trace=trace, levels=levels)
         if n == 1:
             return items, scores
-        return merge_candidates(items.view(len(inputs), -1), scores.view(len(inputs), -1), len(self.item_tokens), k)
+        n_out = len(self.item_tokens) if levels in (None, self.trie.depth) else self.trie.child[levels].shape[0]
+        return merge_candidates(items.view(len(inputs), -1), scores.view(len(inputs), -1), n_out, k)
 
     def decode_with(self, **changes) -> "OneRecThink":
         """Change how this model decodes (``n_rationales``, ``rationale_temperature``, ``beam_width``, ...), in place."""

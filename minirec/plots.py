@@ -350,3 +350,38 @@ def kc_sweep(frame: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def rl_curves(runs: dict[str, list[dict]], steps_per_epoch: int, start: float | None = None,
+              metrics: tuple[str, ...] = ("reward", "kl", "flat_groups", "val_ndcg10")):
+    """Reinforcement curves against optimiser steps: one panel per metric, one line per run.
+
+    Each row of a run is one epoch (its mean over the epoch's steps, or the validation at its end);
+    ``start`` draws the starting model's validation NDCG@10 at step 0.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, rows in runs.items():
+            rows = [r for r in rows if metric in r]
+            steps = [(r["epoch"] + 1) * steps_per_epoch for r in rows]
+            values = [r[metric] for r in rows]
+            if metric == "val_ndcg10" and start is not None:
+                steps, values = [0] + steps, [start] + values
+            ax.plot(steps, values, marker=".", label=name)
+        ax.set(xlabel="GRPO steps", title=metric)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latency_quality(points: dict[str, tuple[float, float]], xlabel: str = "ms per user (online)",
+                    ylabel: str = "test NDCG@10"):
+    """One labelled point per serving option: (latency, quality)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, (x, y) in points.items():
+        ax.scatter([x], [y], s=40)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title="latency against quality")
+    fig.tight_layout()
+    return fig

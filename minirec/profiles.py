@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-FAMILIES = ("sasrec", "generative", "onerec", "warmup", "quantizer")
+FAMILIES = ("sasrec", "generative", "onerec", "warmup", "rl", "quantizer")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,10 @@ _STUDY = {
                      schedule="cosine", horizon_steps=20_000),
     # OneRec-Think's token warm-up: only new token rows train, so no weight decay (it would move frozen rows)
     "warmup": Recipe(max_epochs=10, patience=2, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine"),
+    # OneRec-Think's GRPO: prompts per step (each with a group of rollouts); an epoch is GRPOConfig.rl_prompts prompts.
+    # lr 1e-4: on course validation, 1e-3 drifted away from the SFT model within two epochs for every reward
+    # (KL above 1, validation NDCG@10 falling); notebook 09's study grid adds the paper's 1e-5
+    "rl": Recipe(max_epochs=20, patience=5, batch_size=8, lr=1e-4),
 }
 
 PROFILES = {
@@ -102,6 +106,7 @@ PROFILES = {
                  "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, horizon_steps=None),
                  "onerec": replace(_STUDY["onerec"], max_epochs=1, patience=1, horizon_steps=None),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
+                 "rl": replace(_STUDY["rl"], max_epochs=1, patience=1, batch_size=4),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
         architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)}),
     "course": Profile(
@@ -110,9 +115,11 @@ PROFILES = {
                  # 5 epochs: S²GR-mini in the method's form (a thinking branch for every target) costs about 2.5x
                  # TIGER-mini per epoch, and notebook 06 must train both from scratch within 10 minutes
                  "generative": replace(_STUDY["generative"], max_epochs=5, patience=2, horizon_steps=None),
-                 # 3 epochs a stage: notebook 08 trains four OneRec-Think stages from scratch within 10 minutes
-                 "onerec": replace(_STUDY["onerec"], max_epochs=3, patience=1, horizon_steps=None),
+                 # 2 epochs a stage: notebook 09 trains four OneRec-Think stages and reinforces the last one
+                 # from scratch within 10 minutes
+                 "onerec": replace(_STUDY["onerec"], max_epochs=2, patience=1, horizon_steps=None),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
+                 "rl": replace(_STUDY["rl"], max_epochs=4, patience=2),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=150)}),
     "study": Profile(
         "study", seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(4, 16), diagnostics=True, recipes=_STUDY),
@@ -123,6 +130,7 @@ PROFILES = {
                  "generative": replace(_STUDY["generative"], max_epochs=100, patience=10, batch_size=128),
                  "onerec": replace(_STUDY["onerec"], max_epochs=100, patience=10, batch_size=128),
                  "warmup": replace(_STUDY["warmup"], batch_size=128),
+                 "rl": replace(_STUDY["rl"], max_epochs=50, patience=10, batch_size=16),
                  "quantizer": _STUDY["quantizer"]},
         architecture={"generative": dict(backbone="small", max_items=50)}),
 }

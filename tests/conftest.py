@@ -44,3 +44,38 @@ def synthetic_sids(synthetic):
     from minirec.synthetic import planted_embeddings
     return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
                            synthetic)
+
+
+# ----------------------------------------------------------------------------- OneRec-Think on the synthetic catalogue
+ONEREC_SMALL = dict(hidden_size=64, intermediate_size=128, head_dim=16)
+
+
+@pytest.fixture(scope="session")
+def onerec_setup(synthetic, synthetic_sids):
+    from minirec import itemic
+    from minirec.data import leave_one_out
+    from minirec.experiments import RunSpec
+    from minirec.onerec import OneRecConfig, OneRecThink
+    split = leave_one_out(synthetic)
+    table = synthetic_sids
+    config = OneRecConfig(max_items=10, beam_width=20, text_vocab_size=300, rationale_similarity="sid", caption_holdout=0.25,
+                          backbone_overrides=ONEREC_SMALL)
+    spec = RunSpec("Base", OneRecThink, config, table, itemic.tokenizer_corpus(synthetic))
+    return split, table, spec
+
+
+@pytest.fixture(scope="session")
+def onerec_trained(onerec_setup, tmp_path_factory):
+    """Base, warm-up -> alignment, and reasoning on the synthetic catalogue, through the experiment runner
+    (shared by the OneRec-Think and GRPO tests)."""
+    from minirec.experiments import run
+    from minirec.profiles import get_profile, with_recipe
+    split, table, spec = onerec_setup
+    profile = with_recipe(with_recipe(get_profile("smoke"), "onerec", max_epochs=6, patience=6, batch_size=32,
+                                      lr=3e-3, warmup_steps=20), "warmup", max_epochs=1, batch_size=32)
+    runs_dir = tmp_path_factory.mktemp("runs")
+    # more captioning than the paper's mix, so that a few epochs on 128 items teach it
+    align = spec.variant("warm-up", stage="warmup", task_mix=(0.2, 0.4, 0.3, 0.1)).then("aligned", stage="align")
+    reason = align.then("reasoning", stage="reason")
+    return {name: run(s, split, profile, runs_dir=runs_dir, verbose=False)
+            for name, s in (("base", spec), ("align", align), ("reason", reason))}

@@ -1,0 +1,88 @@
+"""Think-Ahead: offline prefixes from the reasoning model, online completion by a fast model restricted to them."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from minirec.beam_search import constrained_beam_search
+from minirec.data import pad_left
+from minirec.semantic_ids import SIDTable
+from minirec.think_ahead import ThinkAhead, prefix_recall
+
+
+@pytest.fixture(scope="module")
+def models(onerec_setup, onerec_trained):
+    split, table, _ = onerec_setup
+    return split, table, onerec_trained["reason"].module.eval(), onerec_trained["base"].module.eval()
+
+
+def _batch(split, users):
+    inputs = split.test.inputs(10)
+    x = torch.as_tensor(pad_left([inputs[u] for u in users]))
+    exclude = torch.as_tensor(pad_left([split.test.histories[u] for u in users]))
+    return x, exclude
+
+
+def test_offline_prefixes_are_the_reasoners_best_first_codes(models):
+    """levels=1: the cached prefixes are the first codes ranked by the reasoner's log-probability after its rationale."""
+    split, table, reasoner, fast = models
+    x, _ = _batch(split, [0])
+    ahead = ThinkAhead(reasoner, fast, levels=1, n_prefixes=3)
+    prefixes = ahead.offline(x, None)
+    v = reasoner.vocab
+    thought = reasoner.write_rationales(reasoner.prompts(x))[0]
+    prompt = reasoner.prompts(x)[0] + [v.think_token] + thought + [v.think_end_token, v.item_token]
+    with torch.no_grad():
+        logp = torch.log_softmax(reasoner.model(input_ids=torch.tensor([prompt])).logits[0, -1].float(), -1)
+    first = logp[v.level_slice(0)]
+    codes = reasoner.trie.child[0][0]                         # prefix id of each first code (-1: unused)
+    used = [c for c in range(len(codes)) if codes[c] >= 0]
+    best = sorted(used, key=lambda c: -float(first[c]))[:3]
+    assert prefixes[0].tolist() == [int(codes[c]) for c in best]
+
+
+def test_online_stays_under_the_cached_prefixes_and_equals_the_fast_model_when_all_are_cached(models):
+    split, table, reasoner, fast = models
+    users = list(range(6))
+    x, exclude = _batch(split, users)
+    ahead = ThinkAhead(reasoner, fast, levels=1, n_prefixes=2)
+    prefixes = ahead.offline(x, exclude)
+    items = ahead.online(x, exclude, prefixes, k=5)
+    allowed = ahead.allowed_items(prefixes)
+    for u, row in enumerate(items.tolist()):
+        real = [i for i in row if i >= 0]
+        assert real and all(allowed[u, i] for i in real)
+        assert not set(real) & set(split.test.histories[u].tolist())
+    every = torch.arange(int(ahead.item_prefix.max()) + 1).expand(len(users), -1)
+    torch.testing.assert_close(ahead.online(x, exclude, every, k=5), fast.beam_search(x, exclude, 5)[0])
+
+
+def test_cached_evaluation_matches_one_call_and_never_beats_its_prefix_ceiling(models):
+    split, table, reasoner, fast = models
+    ahead = ThinkAhead(reasoner, fast, levels=1, n_prefixes=2)
+    cache = ahead.prefix_cache(split.test, batch_size=64)
+    assert cache.shape == (len(split.test), 2)
+    cached = ahead.evaluate_cached(split.test, cache, batch_size=64)
+    from minirec.metrics import evaluate
+    direct = evaluate(ahead, split.test, ks=(5, 10, 20), max_len=ahead.max_len, batch_size=64)
+    np.testing.assert_allclose(cached["ndcg@10"], direct["ndcg@10"])
+    ceiling = prefix_recall(cache, split.test.targets, ahead.item_prefix)
+    assert (cached["recall@20"] <= ceiling).all()
+    with pytest.raises(ValueError, match="holds"):
+        ahead.evaluate_cached(split.test, cache[:3])
+
+
+def test_think_ahead_refuses_models_on_other_sids_and_bad_settings(models):
+    split, table, reasoner, fast = models
+    shifted = copy.copy(fast)                  # the same model, reading another item -> SID table
+    shifted.sid_table = SIDTable(np.roll(np.asarray(table.codes), 1, axis=0), table.codebook_size, dict(table.settings))
+    with pytest.raises(ValueError, match="one SID table"):
+        ThinkAhead(reasoner, shifted)
+    with pytest.raises(ValueError, match="levels"):
+        ThinkAhead(reasoner, fast, levels=reasoner.trie.depth)
+    with pytest.raises(ValueError, match="n_prefixes"):
+        ThinkAhead(reasoner, fast, levels=1, n_prefixes=0)
+    with pytest.raises(ValueError, match="levels"):
+        constrained_beam_search(fast.model, fast.vocab, fast.trie, torch.zeros(1, 2, dtype=torch.long),
+                                torch.ones(1, 2, dtype=torch.long), 4, 2, levels=0)
