@@ -38,6 +38,20 @@ def test_same_settings_reuse_the_checkpoint_and_log_it(setup, tmp_path, monkeypa
     assert key[1] == 0 and seconds == pytest.approx(first.fits[0].seconds) and seconds > 0
 
 
+def test_reusing_a_later_stage_logs_the_training_of_every_earlier_stage(setup, tmp_path, monkeypatch):
+    """A notebook that reuses stage 2 would, from scratch, have trained stage 1 first: both count as saved."""
+    split, _, spec, profile = setup
+    second = spec.then("TIGER-mini, stage 2")
+    first_run, second_run = run(spec, split, profile, runs_dir=tmp_path), run(second, split, profile, runs_dir=tmp_path)
+    log = tmp_path / "reused.jsonl"
+    monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
+    monkeypatch.setattr(experiments, "_TRAINED_IN_THIS_PROCESS", set())    # as in a later notebook's kernel
+    run(second, split, profile, runs_dir=tmp_path)
+    saved = reused_checkpoints(str(log))
+    assert len(saved) == 2
+    assert sorted(saved.values()) == pytest.approx(sorted([first_run.fits[0].seconds, second_run.fits[0].seconds]))
+
+
 def test_a_rebuilt_sid_table_retrains_and_says_why(setup, synthetic, tmp_path, capsys):
     split, table, spec, profile = setup
     run(spec, split, profile, runs_dir=tmp_path)

@@ -143,3 +143,23 @@ def test_grpo_fit_through_the_runner_logs_its_signals_and_recommends(rl_spec, on
     assert ((items >= 0) & (items < split.dataset.n_items)).all()
     again = run(spec, split, profile, runs_dir=tmp_path, verbose=False)             # the checkpoint reloads
     np.testing.assert_allclose(again.per_seed["ndcg@10"], runs.per_seed["ndcg@10"])
+
+
+def test_several_updates_per_batch_keep_the_sampling_policy_as_the_ratios_denominator(sft_module):
+    """rl_updates > 1: the log-probabilities at sampling time are stored; at unchanged weights the loss is the same."""
+    split, module = sft_module
+    gen = torch.Generator().manual_seed(1)
+    one = module.rollout([split.train[3][:6]], torch.tensor([int(split.train[3][6])]), gen)
+    assert one.old_logp is None
+    module.config.rl_updates = 2
+    try:
+        two = module.rollout([split.train[3][:6]], torch.tensor([int(split.train[3][6])]),
+                             torch.Generator().manual_seed(1))
+    finally:
+        module.config.rl_updates = 1
+    assert two.old_logp is not None and torch.isfinite(two.old_logp[two.completion]).all()
+    assert [list(t) for t in two.thoughts] == [list(t) for t in one.thoughts]
+    with torch.no_grad():
+        a, b = module.rl_step(one), module.rl_step(two)
+    torch.testing.assert_close(a["loss"], b["loss"], rtol=1e-5, atol=1e-6)
+    assert b["clipped"].item() == 0.0
