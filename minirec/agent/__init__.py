@@ -1,0 +1,13 @@
+"""ShopX-mini: fulfilling shopping intents by acting in SID space (docs/method.md §8).
+
+- ``protocol``  the actions a model may emit (JSON) and the one validator that turns text into an action;
+- ``catalogue`` catalogue grounding: SID <-> item facts, and the filters constraints select with;
+- ``harness``   the serving harness: context access, session state across turns, and execution of actions
+  that never crashes and never shows an item that does not exist.
+"""
+from .catalogue import Catalogue
+from .harness import Harness, PopularityBackend, RankerBackend, Result, SessionState
+from .protocol import ACTIONS, ERROR_CODES, ActionError, Answer, Ask, Bundle, Constraints, Rank, Retrieve, action_json, parse_action
+
+__all__ = ["ACTIONS", "ERROR_CODES", "ActionError", "Answer", "Ask", "Bundle", "Catalogue", "Constraints", "Harness",
+           "PopularityBackend", "Rank", "RankerBackend", "Result", "Retrieve", "SessionState", "action_json", "parse_action"]

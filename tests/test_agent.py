@@ -1,0 +1,168 @@
+"""ShopX-mini's protocol and harness, without any language model: validation, grounding, state, and no crashes."""
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from minirec.agent import (ERROR_CODES, ActionError, Answer, Ask, Bundle, Catalogue, Constraints, Harness,
+                           PopularityBackend, Rank, RankerBackend, Retrieve, action_json, parse_action)
+from minirec.baselines import Popularity
+from minirec.data import leave_one_out
+
+
+@pytest.fixture(scope="module")
+def shop(ml100k, ml100k_text):
+    from minirec.quantizers import QuantizerConfig, RQKMeans
+    from minirec.semantic_ids import build_sid_table
+    table = build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=16)), ml100k_text, ml100k)
+    split = leave_one_out(ml100k)
+    return Catalogue(ml100k, table), split
+
+
+def _session(shop, user=0):
+    catalogue, split = shop
+    return Harness(catalogue, PopularityBackend(split.train_item_counts()), split.train[user], "a 24 year old technician")
+
+
+def test_every_action_round_trips_through_its_json():
+    actions = [Retrieve("a 90s comedy", Constraints(("Comedy",), ("Romance",), (1990,), ("love",)), 5),
+               Rank(("<a_1><b_2><c_0>",), "funniest first"), Bundle((Constraints(("Comedy",)), Constraints(("Thriller",)))),
+               Ask("Do you prefer old or new films?"), Answer(("<a_1><b_2><c_0>",), "Here you go")]
+    for action in actions:
+        assert parse_action(action_json(action)) == action
+
+
+@pytest.mark.parametrize("text, code", [
+    ("not json", "malformed"), ("[1, 2]", "malformed"), ('{"intent": "x"}', "unknown_action"),
+    ('{"action": "buy"}', "unknown_action"), ('{"action": "retrieve", "intent": "x", "k": 0}', "bad_argument"),
+    ('{"action": "retrieve", "intent": "x", "k": true}', "bad_argument"),
+    ('{"action": "retrieve", "intent": "x", "k": "10"}', "bad_argument"),
+    ('{"action": "retrieve", "intent": " "}', "bad_argument"),
+    ('{"action": "retrieve", "intent": "x", "colour": "red"}', "bad_argument"),
+    ('{"action": "retrieve", "intent": "x", "constraints": {"decades": [1995]}}', "bad_argument"),
+    ('{"action": "bundle", "slots": []}', "bad_argument"), ('{"action": "answer", "items": []}', "bad_argument"),
+    ('{"action": "ask"}', "bad_argument"), ("[" * 100_000, "malformed")])
+def test_malformed_actions_raise_a_coded_error(text, code):
+    with pytest.raises(ActionError) as err:
+        parse_action(text)
+    assert err.value.code == code and str(err.value)
+
+
+def test_later_turns_refine_negate_and_replace_constraints():
+    first = Constraints(genres=("Comedy", "Romance"), decades=(1990,), title_words=("love",))
+    later = first.merged(Constraints(not_genres=("Romance",), decades=(1980,)))
+    assert later == Constraints(("Comedy",), ("Romance",), (1980,), ("love",))
+    assert later.merged(Constraints(genres=("Romance",))).not_genres == ()          # wished for again
+
+
+def test_catalogue_grounds_sids_and_filters_like_the_item_table(shop, ml100k):
+    catalogue, _ = shop
+    assert [catalogue.item_of(s) for s in catalogue.sids] == list(range(ml100k.n_items))
+    assert catalogue.item_of(" ".join([catalogue.sids[7][:5], catalogue.sids[7][5:]])) == 7     # spaces are allowed
+    taken = set(catalogue.sids)
+    free = next(f"<a_{a}><b_{b}><c_0>" for a in range(16) for b in range(16) if f"<a_{a}><b_{b}><c_0>" not in taken)
+    for bad in (free, "Toy Story", "<a_1>junk", ""):
+        with pytest.raises(ActionError) as err:
+            catalogue.item_of(bad)
+        assert err.value.code == "unknown_sid"
+    c = Constraints(genres=("Comedy",), not_genres=("Romance",), decades=(1990,))
+    items = ml100k.items
+    expected = np.array([("Comedy" in g) and ("Romance" not in g) and str(y).isdigit() and 1990 <= int(y) < 2000
+                         for g, y in zip(items["genres"], items["year"])])
+    np.testing.assert_array_equal(catalogue.mask(c), expected)
+    assert catalogue.mask(Constraints(title_words=("star", "wars"))).sum() >= 1
+    for bad, code in ((Constraints(genres=("Comedy",), not_genres=("Comedy",)), "contradictory"),
+                      (Constraints(genres=("Comedie",)), "unknown_genre")):
+        with pytest.raises(ActionError) as err:
+            catalogue.mask(bad)
+        assert err.value.code == code
+
+
+def test_a_multi_turn_session_keeps_state_and_reports_errors(shop):
+    catalogue, split = shop
+    h = _session(shop)
+    assert "recently watched" in h.context() and catalogue.titles[int(split.train[0][-1])] in h.context()
+    h.user("a comedy please")
+    first = h.act(json.dumps({"action": "retrieve", "intent": "a comedy", "constraints": {"genres": ["Comedy"]}, "k": 5}))
+    assert first.ok and len(first.items) == 5
+    assert all("Comedy" in catalogue.genres[i] for i in first.items)
+    assert not set(first.items) & set(split.train[0].tolist())
+    h.user("no romance, and from the nineties")
+    second = h.act(json.dumps({"action": "retrieve", "intent": "refined",
+                               "constraints": {"not_genres": ["Romance"], "decades": [1990]}, "k": 5}))
+    assert second.ok and not set(second.items) & set(first.items)                  # items already shown are skipped
+    assert all(catalogue.satisfies(i, Constraints(("Comedy",), ("Romance",), (1990,))) for i in second.items)
+    romance = next(i for i in range(catalogue.n_items) if "Romance" in catalogue.genres[i])
+    bad = h.act(json.dumps({"action": "rank", "candidates": [catalogue.sids[romance]]}))
+    assert not bad.ok and bad.error == "outside_constraints" and h.state.invalid == 1
+    ranked = h.act(json.dumps({"action": "rank", "candidates": [catalogue.sids[i] for i in second.items[::-1]]}))
+    assert ranked.ok and ranked.items == second.items                             # popularity order restored
+    done = h.act(json.dumps({"action": "answer", "items": [catalogue.sids[second.items[0]]], "message": "enjoy"}))
+    assert done.ok and done.final and h.state.answer == [second.items[0]] and h.state.turns == 2
+    empty = h.act(json.dumps({"action": "retrieve", "intent": "x", "constraints": {"title_words": ["zzqx"]}}))
+    assert empty.error == "empty_result" and h.state.constraints.title_words == ()  # a failed action changes nothing
+
+
+def test_bundles_fill_every_slot_with_distinct_items(shop):
+    catalogue, _ = shop
+    h = _session(shop)
+    slots = [{"constraints": {"genres": ["Comedy"], "decades": [1990]}}, {"constraints": {"genres": ["Comedy"]}},
+             {"constraints": {"genres": ["Thriller"]}}]
+    result = h.act(json.dumps({"action": "bundle", "slots": slots}))
+    assert result.ok and len(set(result.items)) == 3
+    for item, slot in zip(result.items, slots):
+        assert catalogue.satisfies(item, Constraints(**{k: tuple(v) for k, v in slot["constraints"].items()}))
+    unique = next(words for i in range(catalogue.n_items) if i not in set(h.history.tolist())
+                  for words in [re.findall(r"\w+", catalogue.titles[i].lower())]
+                  if catalogue.mask(Constraints(title_words=tuple(words))).sum() == 1)
+    twice = h.act(json.dumps({"action": "bundle", "slots": [{"constraints": {"title_words": unique}}] * 2}))
+    assert twice.error == "empty_result"
+
+
+def test_the_generic_ranker_backend_equals_popularity_computed_directly(shop):
+    catalogue, split = shop
+    history = split.train[3]
+    allowed = catalogue.mask(Constraints(genres=("Drama",)))
+    allowed[history] = False
+    direct = PopularityBackend(split.train_item_counts())
+    generic = RankerBackend(Popularity(split), catalogue.n_items)
+    assert generic.retrieve(history, allowed, 10) == direct.retrieve(history, allowed, 10)
+    candidates = [int(i) for i in np.flatnonzero(allowed)[:7]]
+    assert generic.rank(history, candidates) == direct.rank(history, candidates)
+
+
+def test_fuzz_no_action_string_crashes_a_session_or_shows_an_unknown_item(shop):
+    catalogue, _ = shop
+    rng = random.Random(0)
+    good = [action_json(Retrieve("x", Constraints(("Comedy",)), 3)), action_json(Ask("which decade?")),
+            action_json(Answer((catalogue.sids[5],))), action_json(Bundle((Constraints(("Drama",)),)))]
+    pieces = ['"action"', '"retrieve"', '"rank"', '"bundle"', '"answer"', '"ask"', '"k"', '"constraints"', '"genres"',
+              '"not_genres"', '"decades"', '"slots"', '"items"', '"candidates"', "{", "}", "[", "]", ":", ",", "null",
+              "true", "-1", "0", "1e999", "51", "1990", '"Comedy"', '"Comedy"', '"<a_1><b_1><c_0>"', '"<a_99><b_0>"',
+              f'"{catalogue.sids[0]}"', '"\\u0000"', '"ü🎬"', '""', '"' + "x" * 600 + '"']
+    h = _session(shop)
+    errors = 0
+    for n in range(1500):
+        kind = n % 4
+        if kind == 0:
+            text = "".join(chr(rng.randrange(0, 0x2FFF)) for _ in range(rng.randrange(0, 40)))
+        elif kind == 1:
+            text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 25)))
+        elif kind == 2:
+            g = rng.choice(good)
+            text = g[:rng.randrange(len(g) + 1)]
+        else:
+            obj = json.loads(rng.choice(good))
+            key = rng.choice(list(obj))
+            obj[key] = rng.choice([None, 3, -7, "", [], {}, ["<a_0>"], {"genres": ["Comedy"], "not_genres": ["Comedy"]},
+                                   [{"constraints": {"genres": ["Nope"]}}], "retrieve", 10 ** 30, [1990, 1995]])
+            text = json.dumps(obj)
+        result = h.act(text)
+        assert all(isinstance(i, int) and 0 <= i < catalogue.n_items for i in result.items)
+        if not result.ok:
+            errors += 1
+            assert result.error in ERROR_CODES and result.message
+    assert h.state.invalid == errors > 1000 and h.state.actions == 1500
