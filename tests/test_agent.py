@@ -9,6 +9,7 @@ import torch
 
 from minirec.agent import (ERROR_CODES, ActionError, Answer, Ask, Bundle, Catalogue, Constraints, Harness,
                            PopularityBackend, Rank, RankerBackend, Retrieve, action_json, parse_action)
+from minirec.agent.intents import KINDS, make_tasks, parse_intent, user_split
 from minirec.baselines import Popularity
 from minirec.data import leave_one_out
 
@@ -166,3 +167,44 @@ def test_fuzz_no_action_string_crashes_a_session_or_shows_an_unknown_item(shop):
             errors += 1
             assert result.error in ERROR_CODES and result.message
     assert h.state.invalid == errors > 1000 and h.state.actions == 1500
+
+
+# ----------------------------------------------------------------------------- tasks and the baseline's parser
+def test_user_split_is_disjoint_complete_and_fixed():
+    train, held = user_split(100, 0.2, seed=3)
+    assert len(held) == 20 and not set(train) & set(held) and sorted(set(train) | set(held)) == list(range(100))
+    assert np.array_equal(user_split(100, 0.2, seed=3)[1], held)
+
+
+def test_tasks_are_real_users_whose_target_satisfies_what_they_ask(shop):
+    catalogue, split = shop
+    _, held = user_split(len(split.test), seed=0)
+    tasks = make_tasks(catalogue, split, held, per_kind=30, seed=0)
+    assert [t.kind for t in tasks] == [k for k in KINDS for _ in range(30)]
+    assert tasks == make_tasks(catalogue, split, held, per_kind=30, seed=0)
+    for t in tasks:
+        assert t.user in set(held.tolist()) and t.target == int(split.test.targets[t.user])
+        assert catalogue.satisfies(t.target, t.wants())
+        if t.kind == "bundle":
+            assert catalogue.satisfies(t.target, t.slots[0]) and len(t.slots) == 2
+        assert t.turns[0].expects_question == (t.kind == "ambiguous")
+        if t.like is not None:
+            assert catalogue.genres[t.like] & catalogue.genres[t.target] and t.wants().is_empty()
+
+
+def test_the_rule_parser_reads_the_templates_and_misses_what_they_leave_unsaid(shop):
+    catalogue, split = shop
+    tasks = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=40, seed=1)
+    for t in tasks:
+        parsed = [parse_intent(turn.text, catalogue.vocabulary) for turn in t.turns]
+        if t.kind == "bundle":
+            assert parsed[0] == t.slots, t.turns[0].text
+        elif t.like is None:
+            merged = Constraints()
+            for slots in parsed:
+                assert len(slots) == 1
+                merged = merged.merged(slots[0])
+            assert merged == t.wants(), [turn.text for turn in t.turns]
+    assert parse_intent("Something like Sleepless in Seattle.", catalogue.vocabulary) == (Constraints(),)
+    assert parse_intent("A sci-fi film from the 1980s without horror", catalogue.vocabulary) == (
+        Constraints(("Sci-Fi",), ("Horror",), (1980,)),)

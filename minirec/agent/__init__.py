@@ -2,6 +2,7 @@
 
 - ``protocol``  the actions a model may emit (JSON) and the one validator that turns text into an action;
 - ``catalogue`` catalogue grounding: SID <-> item facts, and the filters constraints select with;
+- ``intents``   shopping tasks synthesised from the data, and the tool-mediated baseline's rule parser;
 - ``harness``   the serving harness: context access, session state across turns, and execution of actions
   that never crashes and never shows an item that does not exist.
 """
