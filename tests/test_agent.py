@@ -9,6 +9,7 @@ import torch
 
 from minirec.agent import (ERROR_CODES, ActionError, Answer, Ask, Bundle, Catalogue, Constraints, Harness,
                            PopularityBackend, Rank, RankerBackend, Retrieve, action_json, parse_action)
+from minirec.agent.episodes import RuleAgent, run_episode
 from minirec.agent.intents import KINDS, make_tasks, parse_intent, user_split
 from minirec.baselines import Popularity
 from minirec.data import leave_one_out
@@ -29,7 +30,7 @@ def _session(shop, user=0):
 
 
 def test_every_action_round_trips_through_its_json():
-    actions = [Retrieve("a 90s comedy", Constraints(("Comedy",), ("Romance",), (1990,), ("love",)), 5),
+    actions = [Retrieve("a 90s comedy", Constraints(("Comedy",), ("Romance",), (1990,), ("love",)), 5, True),
                Rank(("<a_1><b_2><c_0>",), "funniest first"), Bundle((Constraints(("Comedy",)), Constraints(("Thriller",)))),
                Ask("Do you prefer old or new films?"), Answer(("<a_1><b_2><c_0>",), "Here you go")]
     for action in actions:
@@ -45,7 +46,8 @@ def test_every_action_round_trips_through_its_json():
     ('{"action": "retrieve", "intent": "x", "colour": "red"}', "bad_argument"),
     ('{"action": "retrieve", "intent": "x", "constraints": {"decades": [1995]}}', "bad_argument"),
     ('{"action": "bundle", "slots": []}', "bad_argument"), ('{"action": "answer", "items": []}', "bad_argument"),
-    ('{"action": "ask"}', "bad_argument"), ("[" * 100_000, "malformed")])
+    ('{"action": "ask"}', "bad_argument"), ('{"action": "retrieve", "intent": "x", "new_only": 1}', "bad_argument"),
+    ("[" * 100_000, "malformed")])
 def test_malformed_actions_raise_a_coded_error(text, code):
     with pytest.raises(ActionError) as err:
         parse_action(text)
@@ -92,7 +94,7 @@ def test_a_multi_turn_session_keeps_state_and_reports_errors(shop):
     assert all("Comedy" in catalogue.genres[i] for i in first.items)
     assert not set(first.items) & set(split.train[0].tolist())
     h.user("no romance, and from the nineties")
-    second = h.act(json.dumps({"action": "retrieve", "intent": "refined",
+    second = h.act(json.dumps({"action": "retrieve", "intent": "refined", "new_only": True,
                                "constraints": {"not_genres": ["Romance"], "decades": [1990]}, "k": 5}))
     assert second.ok and not set(second.items) & set(first.items)                  # items already shown are skipped
     assert all(catalogue.satisfies(i, Constraints(("Comedy",), ("Romance",), (1990,))) for i in second.items)
@@ -208,3 +210,41 @@ def test_the_rule_parser_reads_the_templates_and_misses_what_they_leave_unsaid(s
     assert parse_intent("Something like Sleepless in Seattle.", catalogue.vocabulary) == (Constraints(),)
     assert parse_intent("A sci-fi film from the 1980s without horror", catalogue.vocabulary) == (
         Constraints(("Sci-Fi",), ("Horror",), (1980,)),)
+
+
+# ----------------------------------------------------------------------------- episodes
+def test_the_rule_agent_plays_every_kind_of_task_without_a_crash(shop):
+    catalogue, split = shop
+    tasks = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=15, seed=2)
+    agent = RuleAgent(catalogue.vocabulary)
+    backend = PopularityBackend(split.train_item_counts())
+    for t in tasks:
+        h = Harness(catalogue, backend, split.test.histories[t.user])
+        e = run_episode(t, h, agent)
+        assert not e.crashed and e.invalid == 0 and 0 < len(e.answer) <= 10, (t, h.state.transcript)
+        assert e.hit == (t.target in e.answer) and e.hit <= (e.turns_to_hit is not None)
+        if t.like is None:
+            assert e.satisfied == 1.0, (t, h.state.transcript)       # the parser reads every stated constraint
+        if t.kind == "ambiguous":
+            assert e.questions >= 1 and h.state.transcript[1][0] == "agent" and '"ask"' in h.state.transcript[1][1]
+        if t.kind == "multi_turn":
+            assert e.turns == 3 and catalogue.satisfies(e.answer[0], t.wants())
+        if t.kind == "bundle":
+            assert len(set(e.answer)) == 2
+
+
+def test_a_broken_agent_ends_its_episode_with_errors_counted_and_no_crash(shop):
+    catalogue, split = shop
+    task = make_tasks(catalogue, split, [0], per_kind=1, seed=0)[0]
+
+    class Garbage:
+        def __init__(self):
+            self.n = 0
+
+        def act(self, harness, utterance, last):
+            self.n += 1
+            return ["{", '{"action": "answer", "items": ["<z_9>"]}', "null", 42][self.n % 4]
+
+    h = Harness(catalogue, PopularityBackend(split.train_item_counts()), split.test.histories[0])
+    e = run_episode(task, h, Garbage(), max_actions=4)
+    assert not e.crashed and e.invalid == e.actions == 4 and e.answer == [] and not e.hit and e.satisfied == 0

@@ -4,7 +4,8 @@
 - ``catalogue`` catalogue grounding: SID <-> item facts, and the filters constraints select with;
 - ``intents``   shopping tasks synthesised from the data, and the tool-mediated baseline's rule parser;
 - ``harness``   the serving harness: context access, session state across turns, and execution of actions
-  that never crashes and never shows an item that does not exist.
+  that never crashes and never shows an item that does not exist;
+- ``episodes``  playing tasks through the harness and scoring them; the rule-based, tool-mediated baseline agent.
 """
 from .catalogue import Catalogue
 from .harness import Harness, PopularityBackend, RankerBackend, Result, SessionState

@@ -158,9 +158,11 @@ class Harness:
             wanted = state.constraints.merged(action.constraints)
             allowed = cat.mask(wanted)
             allowed[self.history] = False
-            allowed[list(state.shown)] = False
+            if action.new_only:
+                allowed[list(state.shown)] = False
             if not allowed.any():
-                raise ActionError("empty_result", f"no unseen item satisfies {wanted.to_json()}; relax a constraint")
+                raise ActionError("empty_result", f"no {'new ' if action.new_only else ''}item outside the history "
+                                                  f"satisfies {wanted.to_json()}; relax a constraint")
             items = [i for i in self.backend.retrieve(self.history, allowed, action.k, action.intent)
                      if 0 <= i < cat.n_items and allowed[i]][:action.k]          # never outside the allowed set
             state.constraints = wanted

@@ -6,7 +6,8 @@ the model's own SID tokens, e.g. ``"<a_3><b_17><c_5><d_0>"``. The actions:
 ================  =====================================================================  ===========================
 action            arguments                                                              result the model reads next
 ================  =====================================================================  ===========================
-``retrieve``      ``intent`` (text), ``constraints`` (object, below), ``k`` (1..50)       up to k items: SID + facts
+``retrieve``      ``intent`` (text), ``constraints`` (object, below), ``k`` (1..50),     up to k items: SID + facts
+                  ``new_only`` (true: skip items already shown)
 ``rank``          ``candidates`` (list of SIDs, 1..50), ``intent`` (text)                 the candidates, best first
 ``bundle``        ``slots`` (1..5 objects, each ``{"constraints": {...}}``)                one distinct item per slot
 ``ask``           ``question`` (text)                                                    the question, sent to the shopper
@@ -68,6 +69,7 @@ class Retrieve:
     intent: str
     constraints: Constraints = field(default_factory=Constraints)
     k: int = 10
+    new_only: bool = False
     name = "retrieve"
 
 
@@ -154,11 +156,14 @@ def parse_action(text: str) -> Action:
     if name not in ACTIONS:
         raise ActionError("unknown_action", f"'action' must be one of {list(ACTIONS)}, got {str(name)[:40]!r}")
     if name == "retrieve":
-        _keys(obj, {"action", "intent", "constraints", "k"}, name)
+        _keys(obj, {"action", "intent", "constraints", "k", "new_only"}, name)
         k = obj.get("k", 10)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_ITEMS:
             raise ActionError("bad_argument", f"'k' must be an integer from 1 to {MAX_ITEMS}")
-        return Retrieve(_text(obj, "intent"), parse_constraints(obj.get("constraints")), k)
+        new_only = obj.get("new_only", False)
+        if not isinstance(new_only, bool):
+            raise ActionError("bad_argument", "'new_only' must be true or false")
+        return Retrieve(_text(obj, "intent"), parse_constraints(obj.get("constraints")), k, new_only)
     if name == "rank":
         _keys(obj, {"action", "candidates", "intent"}, name)
         return Rank(_strings(obj.get("candidates"), "candidates", at_least=1), _text(obj, "intent", required=False))

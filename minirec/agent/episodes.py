@@ -1,0 +1,112 @@
+"""Running shopping tasks through the harness, and scoring them (the evaluation of notebook 11).
+
+``run_episode`` plays one task: the shopper says each scripted turn, the agent acts (one JSON
+action at a time, at most ``max_actions`` per turn) until it asks or answers. An agent that
+asks on the last scripted turn hears "Anything is fine." once. What is scored, per episode:
+
+- ``hit``: the target is in the final answer (at most ``k`` items, as hit@k in the other notebooks);
+- ``satisfied``: the share of answered items that satisfy everything the shopper asked for (for a
+  bundle, item j satisfies slot j);
+- ``turns_to_hit``: shopper turns until an answer first held the target (None: never);
+- ``invalid``: invalid actions; ``crashed``: an exception escaped the harness (must never happen).
+
+``RuleAgent`` is the tool-mediated baseline: ``parse_intent`` turns the utterance into filters,
+a search over the catalogue with those filters is ranked by a backend (SASRec in the notebook),
+and the top items are answered; with nothing to go on it asks.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .harness import Harness, Result
+from .intents import Task, Turn, parse_intent
+from .protocol import Constraints
+
+
+class Agent(Protocol):
+    def act(self, harness: Harness, utterance: str | None, last: Result | None) -> str: ...
+
+
+@dataclass
+class Episode:
+    task: Task
+    answer: list[int] = field(default_factory=list)
+    hit: bool = False
+    satisfied: float = 0.0
+    turns: int = 0
+    turns_to_hit: int | None = None
+    actions: int = 0
+    invalid: int = 0
+    questions: int = 0
+    crashed: bool = False
+
+
+class RuleAgent:
+    """The tool-mediated baseline: keyword filters, then the backend's ranking, then answer the top ``k``."""
+
+    def __init__(self, vocabulary, k: int = 10):
+        self.vocabulary, self.k = list(vocabulary), k
+
+    def act(self, harness: Harness, utterance: str | None, last: Result | None) -> str:
+        if last is None:                                   # the shopper just spoke
+            slots = parse_intent(utterance or "", self.vocabulary)
+            if len(slots) > 1:
+                return json.dumps({"action": "bundle", "slots": [{"constraints": c.to_json()} for c in slots]})
+            if slots[0].is_empty() and harness.state.constraints.is_empty() and harness.state.questions == 0:
+                return json.dumps({"action": "ask", "question": "What kind of film would you like?"})
+            return json.dumps({"action": "retrieve", "intent": utterance, "constraints": slots[0].to_json(), "k": self.k})
+        if last.ok and last.items:
+            return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:self.k]],
+                               "message": "Here is what I found."})
+        return json.dumps({"action": "ask", "question": "Could you say that another way?"})
+
+
+def run_episode(task: Task, harness: Harness, agent: Agent, k: int = 10, max_actions: int = 4) -> Episode:
+    """Play ``task`` with ``agent`` in ``harness`` (a fresh session for the task's shopper) and score it."""
+    episode = Episode(task)
+    turns = list(task.turns)
+    extra = True
+    while turns:
+        turn = turns.pop(0)
+        harness.user(turn.text)
+        episode.turns += 1
+        last, utterance = None, turn.text
+        for _ in range(max_actions):
+            try:
+                text = agent.act(harness, utterance, last)
+            except Exception:                              # a broken agent ends its turn; the harness is not to blame
+                break
+            utterance = None
+            try:
+                last = harness.act(text)
+            except Exception:
+                episode.crashed = True
+                break
+            if last.ok and last.action == "answer":
+                episode.answer = last.items[:k]
+                if episode.turns_to_hit is None and task.target in episode.answer:
+                    episode.turns_to_hit = episode.turns
+            if last.final:
+                break
+        if episode.crashed:
+            break
+        if last is not None and last.ok and last.action == "ask" and not turns and extra:
+            turns.append(Turn("Anything is fine.", Constraints()))
+            extra = False
+    state = harness.state
+    episode.actions, episode.invalid, episode.questions = state.actions, state.invalid, state.questions
+    episode.hit = task.target in episode.answer
+    episode.satisfied = _satisfied(task, episode.answer, harness)
+    return episode
+
+
+def _satisfied(task: Task, answer: list[int], harness: Harness) -> float:
+    if not answer:
+        return 0.0
+    cat = harness.catalogue
+    if task.slots:
+        return sum(cat.satisfies(i, c) for i, c in zip(answer, task.slots)) / len(task.slots)
+    wants = task.wants()
+    return sum(cat.satisfies(i, wants) for i in answer) / len(answer)
