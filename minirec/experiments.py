@@ -190,7 +190,7 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
     if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
         result = load_fit(spec.build(), folder)
-        _log_reuse(spec, fp, folder, seed, result.seconds)
+        _log_reuse(spec, fp, seed, result.seconds, runs_dir)
         if verbose:
             print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
         return result
@@ -211,19 +211,20 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     return result
 
 
-def _log_reuse(spec: RunSpec, fp: dict, folder: Path, seed: int, seconds: float) -> None:
+def _log_reuse(spec: RunSpec, fp: dict, seed: int, seconds: float, runs_dir: str | Path | None) -> None:
     """Report a reused checkpoint, and each earlier stage it was trained from, to the main job's runtime table:
     without them, the notebook would have trained the whole chain."""
     while True:
+        folder = checkpoint_dir(spec, fp, seed, runs_dir)
         if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
             log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, seconds)
         if spec.parent is None:
             return
         spec, fp = spec.parent, fp["parent"]
-        folder = folder.parent.parent / f"{spec.model.__name__}-{_digest(fp)}" / folder.name
-        if not (folder / "fit.json").exists():
+        saved = checkpoint_dir(spec, fp, seed, runs_dir) / "fit.json"
+        if not saved.exists():
             return
-        seconds = json.loads((folder / "fit.json").read_text()).get("seconds", float("nan"))
+        seconds = json.loads(saved.read_text()).get("seconds", float("nan"))
 
 
 def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool = False,

@@ -53,9 +53,10 @@ class RankerBackend:
     def rank(self, history, candidates, intent=""):
         allowed = np.zeros(self.n_items, dtype=bool)
         allowed[candidates] = True
-        history = np.asarray([h for h in history if h not in set(candidates)], dtype=np.int64)
-        ranked = self._top(history, allowed, len(candidates))
-        return ranked + [c for c in candidates if c not in ranked]
+        history = np.asarray(history, dtype=np.int64)
+        ranked = self._top(history[~allowed[history]], allowed, len(candidates))   # a candidate seen before stays
+        returned = set(ranked)
+        return ranked + [c for c in candidates if c not in returned]
 
 
 class PopularityBackend:
@@ -171,7 +172,8 @@ class Harness:
             items = self._items(action.candidates)
             self._inside(items, state.constraints)
             ranked = self.backend.rank(self.history, items, action.intent)
-            ranked = [i for i in ranked if i in set(items)] + [i for i in items if i not in set(ranked)]
+            listed, returned = set(items), set(ranked)
+            ranked = [i for i in ranked if i in listed] + [i for i in items if i not in returned]
             return self._shown("rank", ranked)
         if isinstance(action, Bundle):
             return self._bundle(action)
