@@ -86,3 +86,18 @@ def test_think_ahead_refuses_models_on_other_sids_and_bad_settings(models):
     with pytest.raises(ValueError, match="levels"):
         constrained_beam_search(fast.model, fast.vocab, fast.trie, torch.zeros(1, 2, dtype=torch.long),
                                 torch.ones(1, 2, dtype=torch.long), 4, 2, levels=0)
+
+
+def test_prefixes_merged_over_several_sampled_rationales_are_distinct_trie_prefixes(models):
+    split, table, reasoner, fast = models
+    x, exclude = _batch(split, [0, 1, 2])
+    reasoner.decode_with(n_rationales=3, rationale_temperature=1.0)
+    try:
+        torch.manual_seed(0)
+        prefixes = ThinkAhead(reasoner, fast, levels=1, n_prefixes=3).offline(x, exclude)
+    finally:
+        reasoner.decode_with(n_rationales=1, rationale_temperature=0.0)
+    n_prefixes = reasoner.trie.child[1].shape[0]
+    for row in prefixes.tolist():
+        real = [p for p in row if p >= 0]
+        assert real and len(set(real)) == len(real) and all(p < n_prefixes for p in real)
