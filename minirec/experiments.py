@@ -79,8 +79,8 @@ class RunSpec:
         if type(self.config) is model.config_class:
             config = replace(self.config, **config_changes)
         else:
-            config = model.config_class(**{f.name: getattr(self.config, f.name) for f in fields(self.config)},
-                                        **config_changes)
+            config = model.config_class(**{**{f.name: getattr(self.config, f.name) for f in fields(self.config)},
+                                           **config_changes})
         return replace(self, label=label, model=model, config=config, parent=self)
 
     @property

@@ -132,6 +132,16 @@ def format_relative(relative: float) -> str:
     return f" ({relative:+.1%})" if np.isfinite(relative) else ""
 
 
+def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its 95% percentile-bootstrap interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"a bootstrap needs a non-empty 1-D array, got shape {values.shape}")
+    means = values[np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(values.mean()), float(low), float(high)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, metric: str = "", n_boot: int = 2000,
                      seed: int = 0) -> BootstrapResult:
     """Paired bootstrap over users of per-user metrics ``a`` and ``b`` (same users, same order)."""

@@ -154,10 +154,11 @@ class OneRecThink(GenerativeRecommender):
     """A Qwen3 that reads and writes both words and SIDs; ``config.stage`` says what it trains on."""
 
     config_class = OneRecConfig
+    stages = STAGES                               # the stages this class trains (a subclass may add its own)
 
     def __init__(self, config: OneRecConfig, sid_table, texts: Sequence[str] = (), model=None, tokenizer=None):
-        if config.stage not in STAGES:
-            raise ValueError(f"unknown stage {config.stage!r}; choose one of {STAGES}")
+        if config.stage not in self.stages:
+            raise ValueError(f"unknown stage {config.stage!r}; choose one of {self.stages}")
         super().__init__(config, sid_table, texts, model, tokenizer)
         v = self.vocab
         n = len(self.item_tokens)

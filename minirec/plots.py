@@ -385,3 +385,25 @@ def latency_quality(points: dict[str, tuple[float, float]], xlabel: str = "ms pe
     ax.set(xlabel=xlabel, ylabel=ylabel, title="latency against quality")
     fig.tight_layout()
     return fig
+
+
+def agent_scores(rows: list[dict], scores: Sequence[str] = ("hit", "satisfied"),
+                 names: dict[str, str] | None = None):
+    """Grouped bars per task kind, one bar per agent, with 95% bootstrap intervals (rows of ``episodes.episode_table``)."""
+    names = names or {"hit": "hit@10 of the held-out target", "satisfied": "constraint satisfaction"}
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.5 * len(scores), 3.6), squeeze=False)
+    width = 0.8 / len(agents)
+    for ax, score in zip(axes[0], scores):
+        for a, agent in enumerate(agents):
+            cells = [next(r[score] for r in rows if r["agent"] == agent and r["kind"] == k) for k in kinds]
+            mean = np.array([c[0] for c in cells])
+            err = np.array([[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]])
+            ax.bar(np.arange(len(kinds)) + (a - (len(agents) - 1) / 2) * width, mean, width, yerr=err, capsize=2,
+                   label=agent)
+        ax.set_xticks(np.arange(len(kinds)), [k.replace("_", "-") for k in kinds], fontsize=8)
+        ax.set(ylabel=names.get(score, score), ylim=(0, 1.05))
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-FAMILIES = ("sasrec", "generative", "onerec", "warmup", "rl", "quantizer")
+FAMILIES = ("sasrec", "generative", "onerec", "warmup", "rl", "agent", "quantizer")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Profile:
     bench_users: int = 256                  # users timed by the beam-search and cost benchmarks
     bench_rounds: int = 3                   # alternating timing rounds of the cost benchmarks
     attention_users: int = 200              # test users in the aggregate thinking-attention views
+    agent_tasks: int = 100                  # shopping tasks of each kind in notebook 11's evaluation
     accelerator: str = "cpu"                # Lightning Trainer pass-through
     devices: int | str = 1
     precision: str = "32-true"
@@ -96,21 +97,28 @@ _STUDY = {
     # lr 1e-4: on course validation, 1e-3 drifted away from the SFT model within two epochs for every reward
     # (KL above 1, validation NDCG@10 falling); notebook 09's study grid adds the paper's 1e-5
     "rl": Recipe(max_epochs=20, patience=5, batch_size=8, lr=1e-4),
+    # ShopX-mini: fine-tuning the aligned OneRec-Think model on shopping sessions with OneRec-Think's optimiser (an
+    # epoch is ShopXConfig.examples_per_epoch examples)
+    "agent": Recipe(max_epochs=10, patience=3, batch_size=32, lr=2e-3, weight_decay=0.1, warmup_steps=50,
+                    schedule="cosine"),
 }
 
 PROFILES = {
     "smoke": Profile(
         "smoke", max_users=80, n_boot=200, umap_epochs=10, kc_sweep=(4,), bench_users=16, bench_rounds=1,
-        attention_users=16, diagnostics=True,
+        attention_users=16, agent_tasks=3, diagnostics=True,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=2, patience=1, batch_size=64),
                  "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, horizon_steps=None),
                  "onerec": replace(_STUDY["onerec"], max_epochs=1, patience=1, horizon_steps=None),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "rl": replace(_STUDY["rl"], max_epochs=1, patience=1, batch_size=4),
+                 "agent": replace(_STUDY["agent"], max_epochs=1, patience=1, batch_size=8),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
-        architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)}),
+        architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1),
+                      "agent": dict(train_per_kind=40, examples_per_epoch=400, val_per_kind=3)}),
     "course": Profile(
         "course", ablations=False, umap_epochs=200, bench_users=128, bench_rounds=2, attention_users=100,
+        agent_tasks=40,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=40, patience=4),
                  # 5 epochs: S²GR-mini in the method's form (a thinking branch for every target) costs about 2.5x
                  # TIGER-mini per epoch, and notebook 06 must train both from scratch within 10 minutes
@@ -120,7 +128,10 @@ PROFILES = {
                  "onerec": replace(_STUDY["onerec"], max_epochs=2, patience=1, horizon_steps=None),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "rl": replace(_STUDY["rl"], max_epochs=4, patience=2),
-                 "quantizer": replace(_STUDY["quantizer"], max_epochs=150)}),
+                 "agent": replace(_STUDY["agent"], max_epochs=4, patience=2),
+                 "quantizer": replace(_STUDY["quantizer"], max_epochs=150)},
+        # half the validation episodes per epoch: notebook 11 trains ShopX-mini from scratch within 10 minutes
+        architecture={"agent": dict(val_per_kind=10)}),
     "study": Profile(
         "study", seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(4, 16), diagnostics=True, recipes=_STUDY),
     "gpu": Profile(
@@ -131,6 +142,7 @@ PROFILES = {
                  "onerec": replace(_STUDY["onerec"], max_epochs=100, patience=10, batch_size=128),
                  "warmup": replace(_STUDY["warmup"], batch_size=128),
                  "rl": replace(_STUDY["rl"], max_epochs=50, patience=10, batch_size=16),
+                 "agent": replace(_STUDY["agent"], max_epochs=30, patience=5, batch_size=64),
                  "quantizer": _STUDY["quantizer"]},
         architecture={"generative": dict(backbone="small", max_items=50)}),
 }

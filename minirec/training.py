@@ -4,9 +4,9 @@
   the validation / test stages of a leave-one-out split, as padded LongTensors.
 - ``RankingModule``: a LightningModule base whose validation step runs the *same*
   protocol as the final evaluation (full ranking, history excluded) and logs
-  ``val_ndcg10``, the quantity early stopping and checkpointing watch. A subclass only
-  writes ``training_step`` and ``rank_topk``.
-- ``fit``: Trainer with early stopping on validation NDCG@10, best-checkpoint reload and
+  ``val_ndcg10``, the quantity early stopping and checkpointing watch (``monitor``: an agent
+  watches its own validation task). A subclass only writes ``training_step`` and ``rank_topk``.
+- ``fit``: Trainer with early stopping on the module's ``monitor``, best-checkpoint reload and
   learning curves, with accelerator / devices / precision taken from the profile.
 """
 from __future__ import annotations
@@ -129,6 +129,7 @@ class RankingModule(L.LightningModule):
     """
 
     val_k = 10
+    monitor = "val_ndcg10"             # what early stopping and checkpointing watch (a subclass may watch its own task)
     family = ""                        # sasrec | generative: which Recipe of a profile trains it
     recipe: Recipe | None = None
 
@@ -178,21 +179,24 @@ class CurveRecorder(L.Callback):
 class FitResult:
     module: RankingModule                      # the trained module, with the best checkpoint's weights
     curves: list[dict] = field(default_factory=list)
-    best_val_ndcg10: float = float("nan")
+    best_val_ndcg10: float = float("nan")      # the best monitored validation score (NDCG@10 unless the module
+                                               # watches another, as ShopX-mini does)
     epochs: int = 0
     seconds: float = 0.0
     checkpoint: str = ""
 
 
 def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, ckpt_dir: str | Path,
-        monitor: str = "val_ndcg10", meta: dict | None = None, **trainer_overrides) -> FitResult:
-    """Train with the profile's recipe for the module's family, early stopping on validation NDCG@10.
+        monitor: str | None = None, meta: dict | None = None, **trainer_overrides) -> FitResult:
+    """Train with the profile's recipe for the module's family, early stopping on ``module.monitor``
+    (validation NDCG@10 for every ranker) unless ``monitor`` names another logged quantity.
 
     The best checkpoint is reloaded into ``module``; ``ckpt_dir`` gets ``best.ckpt`` and a
     ``fit.json`` (curves, epochs, seconds, and ``meta``: what was trained, for later reuse).
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    monitor = monitor or module.monitor
     recipe = profile.recipe(module.recipe_family(module.config))
     module.recipe = recipe
     datamodule.batch_size = recipe.batch_size

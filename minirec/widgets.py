@@ -94,3 +94,47 @@ def attention_explorer(attention_of, users: list[int], titles, n_layers: int, n_
         control.observe(show, names="value")
     show()
     return w.VBox([w.HBox([user, layer, head]), out])
+
+
+def shop_chat(catalogue, backend, history, agent, max_actions: int = 4):
+    """Talk to a shopping agent: type what the shopper says; the agent's actions and the harness's results appear.
+
+    Each session is a fresh ``Harness(catalogue, backend, history)`` ("new session" starts another);
+    ``agent`` is an ``episodes`` agent (ShopX-mini or the rule-based baseline).
+    """
+    import ipywidgets as w
+
+    from .agent import Harness
+
+    def start_session():
+        return Harness(catalogue, backend, history)
+
+    box = w.Text(placeholder="e.g. A 90s comedy, but nothing romantic.", description="shopper",
+                 continuous_update=False)           # the value changes on Enter
+    reset = w.Button(description="new session")
+    out = w.Output(layout={"border": "1px solid #ccc", "max_height": "360px", "overflow": "auto"})
+    session = {"harness": start_session()}
+
+    def say(_=None):
+        h, text = session["harness"], box.value.strip()
+        if not text:
+            return
+        box.value = ""
+        h.user(text)
+        last, utterance = None, text
+        with out:
+            print(f"shopper: {text}")
+            for _ in range(max_actions):
+                action = agent.act(h, utterance, last)
+                utterance, last = None, h.act(action)
+                print(f"  agent:   {action}\n  harness: " + last.message.replace("\n", "\n           "))
+                if last.final:
+                    break
+
+    def new(_=None):
+        session["harness"] = start_session()
+        out.clear_output()
+
+    box.observe(say, names="value")
+    reset.on_click(new)
+    return w.VBox([w.HBox([box, reset]), out])

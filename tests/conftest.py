@@ -79,3 +79,19 @@ def onerec_trained(onerec_setup, tmp_path_factory):
     reason = align.then("reasoning", stage="reason")
     return {name: run(s, split, profile, runs_dir=runs_dir, verbose=False)
             for name, s in (("base", spec), ("align", align), ("reason", reason))}
+
+
+@pytest.fixture(scope="session")
+def shop_sids(ml100k, ml100k_text):
+    """RQ-KMeans SIDs (2 levels of 16) of the real MovieLens items: the agent tests' SID table."""
+    from minirec.quantizers import QuantizerConfig, RQKMeans
+    from minirec.semantic_ids import build_sid_table
+    return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=16)), ml100k_text, ml100k)
+
+
+@pytest.fixture(scope="session")
+def shop(ml100k, shop_sids):
+    """ShopX-mini's catalogue over the real MovieLens items, and the full split."""
+    from minirec.agent import Catalogue
+    from minirec.data import leave_one_out
+    return Catalogue(ml100k, shop_sids), leave_one_out(ml100k)

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
+import numpy as np
+
+from ..metrics import bootstrap_mean, paired_bootstrap
 from .harness import Harness, Result
 from .intents import Task, Turn, parse_intent
 from .protocol import Constraints
@@ -110,3 +113,51 @@ def _satisfied(task: Task, answer: list[int], harness: Harness) -> float:
         return sum(cat.satisfies(i, c) for i, c in zip(answer, task.slots)) / len(task.slots)
     allowed = cat.mask(task.wants())                       # one filter pass, not one per answered item
     return float(allowed[answer].mean())
+
+
+def play(tasks: Sequence[Task], agent: Agent, catalogue, backend, histories: Sequence, k: int = 10) -> list[Episode]:
+    """Every task played by ``agent``, each in a fresh session over ``backend`` for its shopper
+    (``histories[task.user]``: the items before the target)."""
+    return [run_episode(task, Harness(catalogue, backend, histories[task.user]), agent, k) for task in tasks]
+
+
+SCORES = ("satisfied", "hit", "turns_to_hit", "invalid", "crashed")
+
+
+def episode_scores(episodes: Sequence[Episode]) -> dict[str, np.ndarray]:
+    """Per episode: constraint satisfaction, hit, turns to the hit (NaN: never), invalid actions, crashed."""
+    return {"satisfied": np.array([e.satisfied for e in episodes], dtype=float),
+            "hit": np.array([e.hit for e in episodes], dtype=float),
+            "turns_to_hit": np.array([e.turns_to_hit if e.turns_to_hit is not None else np.nan for e in episodes]),
+            "invalid": np.array([e.invalid for e in episodes], dtype=float),
+            "crashed": np.array([e.crashed for e in episodes], dtype=float)}
+
+
+def episode_table(by_agent: dict[str, Sequence[Episode]], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """One row per agent and task kind (and "all"): each score's mean with a 95% bootstrap interval over tasks
+    (turns to success over the episodes that hit; crashes as a count)."""
+    rows = []
+    for agent, episodes in by_agent.items():
+        kinds = list(dict.fromkeys(e.task.kind for e in episodes))
+        for kind in kinds + ["all"]:
+            chosen = [e for e in episodes if kind in ("all", e.task.kind)]
+            scores = episode_scores(chosen)
+            row = {"agent": agent, "kind": kind, "tasks": len(chosen), "crashes": int(scores["crashed"].sum())}
+            for name in ("satisfied", "hit", "turns_to_hit", "invalid"):
+                values = scores[name][np.isfinite(scores[name])]
+                row[name] = bootstrap_mean(values, n_boot, seed) if len(values) else (np.nan, np.nan, np.nan)
+            rows.append(row)
+    return rows
+
+
+def compare_episodes(a: Sequence[Episode], b: Sequence[Episode], score: str = "hit", n_boot: int = 2000,
+                     seed: int = 0) -> dict:
+    """Paired bootstraps of ``score`` (agent a minus agent b) on the same tasks, per kind and over all tasks."""
+    if [e.task for e in a] != [e.task for e in b]:
+        raise ValueError("a paired comparison needs both agents' episodes of the same tasks, in the same order")
+    sa, sb = episode_scores(a)[score], episode_scores(b)[score]
+    kinds = np.array([e.task.kind for e in a])
+    out = {kind: paired_bootstrap(sa[kinds == kind], sb[kinds == kind], score, n_boot, seed)
+           for kind in dict.fromkeys(kinds.tolist())}
+    out["all"] = paired_bootstrap(sa, sb, score, n_boot, seed)
+    return out

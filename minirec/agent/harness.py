@@ -115,6 +115,10 @@ class Harness:
         return (f"shopper: {self.profile or 'unknown'}\nrecently watched:\n" + "\n".join(last)
                 + f"\nwanted so far: {self.state.constraints.to_json() or 'nothing yet'}")
 
+    def last_words(self) -> str:
+        """What the shopper said last (a retrieval without an intent of its own reads it)."""
+        return next((text for speaker, text in reversed(self.state.transcript) if speaker == "shopper"), "")
+
     def user(self, text: str) -> None:
         """The shopper's next utterance starts a turn."""
         self.state.turns += 1
@@ -156,6 +160,7 @@ class Harness:
     def _execute(self, action) -> Result:
         cat, state = self.catalogue, self.state
         if isinstance(action, Retrieve):
+            cat.check(action.constraints)            # "Romance and not Romance" in one action is an error, not a refinement
             wanted = state.constraints.merged(action.constraints)
             allowed = cat.mask(wanted)
             allowed[self.history] = False
@@ -164,7 +169,8 @@ class Harness:
             if not allowed.any():
                 raise ActionError("empty_result", f"no {'new ' if action.new_only else ''}item outside the history "
                                                   f"satisfies {wanted.to_json()}; relax a constraint")
-            items = [i for i in self.backend.retrieve(self.history, allowed, action.k, action.intent)
+            intent = action.intent or self.last_words()
+            items = [i for i in self.backend.retrieve(self.history, allowed, action.k, intent)
                      if 0 <= i < cat.n_items and allowed[i]][:action.k]          # never outside the allowed set
             state.constraints = wanted
             return self._shown("retrieve", items)
@@ -193,6 +199,7 @@ class Harness:
         base = Constraints(not_genres=self.state.constraints.not_genres)
         masks = []
         for slot in action.slots:
+            cat.check(slot)
             m = cat.mask(base.merged(slot))
             m[self.history] = False
             masks.append(m)

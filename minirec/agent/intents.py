@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import LeaveOneOutSplit
+from ..data import EvalStage, LeaveOneOutSplit
 from .catalogue import Catalogue
 from .protocol import Constraints
 
@@ -69,34 +69,47 @@ def _genre(name: str) -> str:
     return {"Children's": "children's", "Film-Noir": "film-noir", "Sci-Fi": "sci-fi"}.get(name, name.lower())
 
 
-def make_tasks(catalogue: Catalogue, split: LeaveOneOutSplit, users, per_kind: int = 50, seed: int = 0) -> list[Task]:
-    """``per_kind`` tasks of every kind for shoppers drawn from ``users`` (with their test item as the target)."""
+def training_stage(split: LeaveOneOutSplit) -> EvalStage:
+    """Per user, the last *training* item as the target and the items before it as the history: where a model learns
+    to act, so that neither the validation nor the test item of anyone is ever a training target."""
+    users = np.array([u for u, s in enumerate(split.train) if len(s) >= 2], dtype=np.int64)
+    return EvalStage("train", users, [split.train[u][:-1] for u in users], np.array([split.train[u][-1] for u in users]))
+
+
+def make_tasks(catalogue: Catalogue, split: LeaveOneOutSplit, users, per_kind: int = 50, seed: int = 0,
+               stage: EvalStage | None = None) -> list[Task]:
+    """``per_kind`` tasks of every kind for shoppers drawn from ``users``, whose target is their item of ``stage``
+    (default: the test item; ``split.valid`` for choosing settings, ``training_stage(split)`` for training data)."""
+    stage = split.test if stage is None else stage
+    row = {int(u): r for r, u in enumerate(stage.users)}
+    users = np.array([u for u in np.asarray(users) if int(u) in row], dtype=np.int64)
+    if not len(users):
+        raise ValueError(f"none of the users has an item in the {stage.name} stage")
     rng = np.random.default_rng(seed)
     genres = [g for g in catalogue.vocabulary if g != "unknown"]
     tasks: list[Task] = []
-    users = np.asarray(users)
     for kind in KINDS:
         made, tries = 0, 0
         while made < per_kind and tries < 50 * per_kind:
             tries += 1
             user = int(rng.choice(users))
-            target = int(split.test.targets[user])
+            target = int(stage.targets[row[user]])
             own = sorted(g for g in catalogue.genres[target] if g != "unknown")
             decade = int(catalogue.years[target]) // 10 * 10
             others = [g for g in genres if g not in own]
             if not own or not others or (kind in ("compound", "multi_turn") and decade not in _DECADE_WORDS):
                 continue
             g, neg = own[int(rng.integers(len(own)))], others[int(rng.integers(len(others)))]
-            task = _task(kind, user, target, g, neg, decade, others, catalogue, split, rng)
+            task = _task(kind, user, target, g, neg, decade, others, catalogue, stage.histories[row[user]], rng)
             if task is not None:
                 tasks.append(task)
                 made += 1
     return tasks
 
 
-def _task(kind, user, target, g, neg, decade, others, catalogue, split, rng) -> Task | None:
+def _task(kind, user, target, g, neg, decade, others, catalogue, history, rng) -> Task | None:
     if kind == "simple":
-        history = [int(i) for i in split.test.histories[user] if g in catalogue.genres[int(i)]]
+        history = [int(i) for i in history if g in catalogue.genres[int(i)]]
         if history and rng.random() < 0.5:          # the genre is left unsaid: the title has to carry it
             like = history[int(rng.integers(len(history)))]
             return Task(kind, user, target, (Turn(f"Something like {catalogue.titles[like]}.", Constraints()),),

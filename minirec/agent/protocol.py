@@ -6,8 +6,9 @@ the model's own SID tokens, e.g. ``"<a_3><b_17><c_5><d_0>"``. The actions:
 ================  =====================================================================  ===========================
 action            arguments                                                              result the model reads next
 ================  =====================================================================  ===========================
-``retrieve``      ``intent`` (text), ``constraints`` (object, below), ``k`` (1..50),     up to k items: SID + facts
-                  ``new_only`` (true: skip items already shown)
+``retrieve``      ``constraints`` (object, below), ``intent`` (text; default: the       up to k items: SID + facts
+                  shopper's last words), ``k`` (1..50), ``new_only`` (true: skip
+                  items already shown)
 ``rank``          ``candidates`` (list of SIDs, 1..50), ``intent`` (text)                 the candidates, best first
 ``bundle``        ``slots`` (1..5 objects, each ``{"constraints": {...}}``)                one distinct item per slot
 ``ask``           ``question`` (text)                                                    the question, sent to the shopper
@@ -66,7 +67,7 @@ class Constraints:
 
 @dataclass(frozen=True)
 class Retrieve:
-    intent: str
+    intent: str = ""                      # "": the harness uses what the shopper said last
     constraints: Constraints = field(default_factory=Constraints)
     k: int = 10
     new_only: bool = False
@@ -163,7 +164,7 @@ def parse_action(text: str) -> Action:
         new_only = obj.get("new_only", False)
         if not isinstance(new_only, bool):
             raise ActionError("bad_argument", "'new_only' must be true or false")
-        return Retrieve(_text(obj, "intent"), parse_constraints(obj.get("constraints")), k, new_only)
+        return Retrieve(_text(obj, "intent", required=False), parse_constraints(obj.get("constraints")), k, new_only)
     if name == "rank":
         _keys(obj, {"action", "candidates", "intent"}, name)
         return Rank(_strings(obj.get("candidates"), "candidates", at_least=1), _text(obj, "intent", required=False))
