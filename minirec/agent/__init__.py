@@ -5,7 +5,10 @@
 - ``intents``   shopping tasks synthesised from the data, and the tool-mediated baseline's rule parser;
 - ``harness``   the serving harness: context access, session state across turns, and execution of actions
   that never crashes and never shows an item that does not exist;
-- ``episodes``  playing tasks through the harness and scoring them; the rule-based, tool-mediated baseline agent.
+- ``episodes``  playing tasks through the harness and scoring them; the rule-based, tool-mediated baseline agent;
+- ``model``     ShopX-mini: the aligned OneRec-Think model fine-tuned to write actions, its own SID retrieval as the
+  harness's backend, and the agent that plays it;
+- ``fuzz``      random and adversarial action strings, for the tests and the notebook.
 """
 from .catalogue import Catalogue
 from .harness import Harness, PopularityBackend, RankerBackend, Result, SessionState
