@@ -121,9 +121,6 @@ def play(tasks: Sequence[Task], agent: Agent, catalogue, backend, histories: Seq
     return [run_episode(task, Harness(catalogue, backend, histories[task.user]), agent, k) for task in tasks]
 
 
-SCORES = ("satisfied", "hit", "turns_to_hit", "invalid", "crashed")
-
-
 def episode_scores(episodes: Sequence[Episode]) -> dict[str, np.ndarray]:
     """Per episode: constraint satisfaction, hit, turns to the hit (NaN: never), invalid actions, crashed."""
     return {"satisfied": np.array([e.satisfied for e in episodes], dtype=float),

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 
 from ..beam_search import constrained_beam_search
-from ..data import EmptyHistoryError, LeaveOneOutSplit, training_windows
+from ..data import EmptyHistoryError, EvalStage, LeaveOneOutSplit, training_windows
 from ..itemic import ExampleSet, TaskMix, left_pad, sequential_examples
 from ..onerec import OneRecConfig, OneRecThink
 from ..sampling import generate_text
 from .catalogue import Catalogue
+from .episodes import play
 from .harness import Harness, Result
 from .intents import Task, make_tasks, training_stage, user_split
 from .protocol import Constraints
@@ -159,27 +160,27 @@ class ShopXMini(OneRecThink):
         return [self.vocab.bos_token] + self._items(history, self.config.max_items) + words + [self.vocab.item_token]
 
     # ------------------------------------------------------------------ training data (``make_datamodule``: OneRec-Think's)
-    def training_tasks(self, split: LeaveOneOutSplit) -> tuple[list[Task], "object"]:
+    def training_tasks(self, split: LeaveOneOutSplit,
+                       catalogue: Catalogue | None = None) -> tuple[list[Task], EvalStage]:
         """The training users' tasks (targets: their last training item) and that stage."""
         c = self.config
         train_users, _ = user_split(split.dataset.n_users, c.held_out, c.task_seed)
-        catalogue = Catalogue(split.dataset, self.sid_table)
+        catalogue = catalogue or Catalogue(split.dataset, self.sid_table)
         stage = training_stage(split)
         return make_tasks(catalogue, split, train_users, c.train_per_kind, c.task_seed, stage=stage), stage
 
-    def validation_tasks(self, split: LeaveOneOutSplit) -> list[Task]:
+    def validation_tasks(self, split: LeaveOneOutSplit, catalogue: Catalogue | None = None) -> list[Task]:
         """Held-out shoppers' tasks whose target is their validation item (the epochs and settings are chosen on them)."""
         c = self.config
         _, held = user_split(split.dataset.n_users, c.held_out, c.task_seed)
-        return make_tasks(Catalogue(split.dataset, self.sid_table), split, held, c.val_per_kind, c.task_seed + 1,
-                          stage=split.valid)
+        return make_tasks(catalogue or Catalogue(split.dataset, self.sid_table), split, held, c.val_per_kind,
+                          c.task_seed + 1, stage=split.valid)
 
     def validation_step(self, batch, batch_idx):
         """Nothing per batch: an agent is validated on its episodes (the next-item test NDCG@10 is still reported)."""
 
     def on_validation_epoch_end(self) -> None:
         if getattr(self, "_valid", None) is not None:
-            from .episodes import play
             catalogue, tasks, histories = self._valid
             was_training = self.training
             self.eval()
@@ -189,11 +190,9 @@ class ShopXMini(OneRecThink):
             self.log("val_agent_satisfied", float(np.mean([e.satisfied for e in episodes])))
 
     def training_examples(self, split: LeaveOneOutSplit, seed: int = 0):
-        valid = self.validation_tasks(split)
-        row_of = {int(u): r for r, u in enumerate(split.valid.users)}
-        self._valid = (Catalogue(split.dataset, self.sid_table), valid,
-                       {t.user: split.valid.histories[row_of[t.user]] for t in valid})
-        tasks, stage = self.training_tasks(split)
+        catalogue = Catalogue(split.dataset, self.sid_table)                 # one catalogue for both task sets
+        self._valid = (catalogue, self.validation_tasks(split, catalogue), split.valid.histories)
+        tasks, stage = self.training_tasks(split, catalogue)
         row = {int(u): r for r, u in enumerate(stage.users)}
         pad_label = -100
         actions, retrievals = [], []
@@ -255,7 +254,8 @@ class ModelBackend:
         allowed = np.zeros(self.module.sid_table.codes.shape[0], dtype=bool)
         allowed[list(candidates)] = True
         ranked = self.module.retrieve_items(history, allowed, len(candidates), intent)
-        return ranked + [c for c in candidates if c not in set(ranked)]
+        returned = set(ranked)
+        return ranked + [c for c in candidates if c not in returned]
 
 
 class ShopXAgent:
