@@ -37,8 +37,10 @@ class Recipe:
     lr: float                           # peak learning rate
     weight_decay: float = 0.0           # AdamW weight decay
     warmup_steps: int = 0               # linear warm-up steps
-    schedule: str = "constant"          # constant | cosine (decay to 10% of lr after warm-up)
+    schedule: str = "constant"          # constant | cosine (decay to 10% of lr after warm-up) | plateau
     horizon_steps: int | None = None    # cosine horizon; None = this run's own budget (max_epochs x batches)
+    decay_patience: int = 2             # plateau: epochs without a validation gain before the lr is cut
+    decay_factor: float = 0.5           # plateau: what each cut multiplies the lr by
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,16 @@ _SASREC_GRID = ({"dropout": 0.2}, {"dropout": 0.5})
 # The study recipes: the settings of the committed study numbers.
 _STUDY = {
     "sasrec": Recipe(max_epochs=200, patience=10, batch_size=128, lr=1e-3),
-    "generative": Recipe(max_epochs=25, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
-                         schedule="cosine", horizon_steps=20_000),
+    # TIGER-mini, S²GR-mini and the other SID decoders. A fair budget for every one of them: a cap none reaches (the
+    # 25-epoch cap of the first study stopped S²GR-mini while TIGER-mini stopped early), and a decay that follows the
+    # steps a run really takes (the old cosine horizon of 20,000 steps was never approached, so the lr stayed at its
+    # peak): the lr is halved after 2 epochs without a validation gain, and training stops after 5
+    "generative": Recipe(max_epochs=60, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
+                         schedule="plateau", decay_patience=2, decay_factor=0.5),
     "quantizer": Recipe(max_epochs=300, patience=0, batch_size=256, lr=1e-3),
     # OneRec-Think's SID SFT, alignment and reasoning stages: TIGER-mini's recipe (a fair budget)
-    "onerec": Recipe(max_epochs=25, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
-                     schedule="cosine", horizon_steps=20_000),
+    "onerec": Recipe(max_epochs=60, patience=5, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=200,
+                     schedule="plateau", decay_patience=2, decay_factor=0.5),
     # OneRec-Think's token warm-up: only new token rows train, so no weight decay (it would move frozen rows)
     "warmup": Recipe(max_epochs=10, patience=2, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine"),
     # OneRec-Think's GRPO: prompts per step (each with a group of rollouts); an epoch is GRPOConfig.rl_prompts prompts.
@@ -108,8 +114,8 @@ PROFILES = {
         "smoke", max_users=80, n_boot=200, umap_epochs=10, kc_sweep=(4,), bench_users=16, bench_rounds=1,
         attention_users=16, agent_tasks=3, diagnostics=True,
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=2, patience=1, batch_size=64),
-                 "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, horizon_steps=None),
-                 "onerec": replace(_STUDY["onerec"], max_epochs=1, patience=1, horizon_steps=None),
+                 "generative": replace(_STUDY["generative"], max_epochs=1, patience=1, schedule="cosine"),
+                 "onerec": replace(_STUDY["onerec"], max_epochs=1, patience=1, schedule="cosine"),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "rl": replace(_STUDY["rl"], max_epochs=1, patience=1, batch_size=4),
                  "agent": replace(_STUDY["agent"], max_epochs=1, patience=1, batch_size=8),
@@ -122,10 +128,10 @@ PROFILES = {
         recipes={"sasrec": replace(_STUDY["sasrec"], max_epochs=40, patience=4),
                  # 5 epochs: S²GR-mini in the method's form (a thinking branch for every target) costs about 2.5x
                  # TIGER-mini per epoch, and notebook 06 must train both from scratch within 10 minutes
-                 "generative": replace(_STUDY["generative"], max_epochs=5, patience=2, horizon_steps=None),
+                 "generative": replace(_STUDY["generative"], max_epochs=5, patience=2, schedule="cosine"),
                  # 2 epochs a stage: notebook 09 trains four OneRec-Think stages and reinforces the last one
                  # from scratch within 10 minutes
-                 "onerec": replace(_STUDY["onerec"], max_epochs=2, patience=1, horizon_steps=None),
+                 "onerec": replace(_STUDY["onerec"], max_epochs=2, patience=1, schedule="cosine"),
                  "warmup": replace(_STUDY["warmup"], max_epochs=1, patience=1),
                  "rl": replace(_STUDY["rl"], max_epochs=4, patience=2),
                  "agent": replace(_STUDY["agent"], max_epochs=4, patience=2),

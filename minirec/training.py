@@ -95,11 +95,15 @@ class SequenceDataModule(L.LightningDataModule):
         return self._stage_loader("test")
 
 
-def optimizer_and_schedule(parameters, recipe: Recipe, run_steps: int | None = None) -> dict:
-    """AdamW at the recipe's peak learning rate, linear warm-up, then constant or cosine decay to 10%.
+def optimizer_and_schedule(parameters, recipe: Recipe, run_steps: int | None = None,
+                           scale=lambda: 1.0) -> dict:
+    """AdamW at the recipe's peak learning rate, linear warm-up, then constant, cosine or plateau.
 
     The cosine horizon is ``recipe.horizon_steps``, or this run's own step budget
-    (``run_steps``, max_epochs x batches per epoch) when that is None.
+    (``run_steps``, max_epochs x batches per epoch) when that is None. ``plateau`` holds the
+    peak after warm-up and multiplies it by ``scale()``, which ``PlateauDecay`` cuts by
+    ``recipe.decay_factor`` whenever validation has not improved for ``recipe.decay_patience``
+    epochs: the decay follows the steps a run really takes, whatever early stopping decides.
     """
     if recipe is None:
         raise ValueError("this module has no training recipe: train it with training.fit(module, dm, profile, ...)")
@@ -112,11 +116,13 @@ def optimizer_and_schedule(parameters, recipe: Recipe, run_steps: int | None = N
             return (step + 1) / warm
         if recipe.schedule == "constant":
             return 1.0
+        if recipe.schedule == "plateau":
+            return scale()
         progress = min(1.0, (step - warm) / max(1, horizon - warm))
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
-    if recipe.schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown schedule {recipe.schedule!r}; use 'constant' or 'cosine'")
+    if recipe.schedule not in ("constant", "cosine", "plateau"):
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; use 'constant', 'cosine' or 'plateau'")
     return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
                                                "interval": "step"}}
 
@@ -132,6 +138,7 @@ class RankingModule(L.LightningModule):
     monitor = "val_ndcg10"             # what early stopping and checkpointing watch (a subclass may watch its own task)
     family = ""                        # sasrec | generative: which Recipe of a profile trains it
     recipe: Recipe | None = None
+    lr_scale = 1.0                     # the plateau schedule's current cut of the peak learning rate
 
     @classmethod
     def recipe_family(cls, config) -> str:
@@ -145,7 +152,8 @@ class RankingModule(L.LightningModule):
 
     def configure_optimizers(self):
         run_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return optimizer_and_schedule([p for p in self.parameters() if p.requires_grad], self.recipe, run_steps)
+        return optimizer_and_schedule([p for p in self.parameters() if p.requires_grad], self.recipe, run_steps,
+                                      scale=lambda: self.lr_scale)
 
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
@@ -163,6 +171,32 @@ class RankingModule(L.LightningModule):
             self.log("val_" + name.replace("@", ""), value, prog_bar=True)
 
 
+class PlateauDecay(L.Callback):
+    """The ``plateau`` schedule's trigger: cut ``module.lr_scale`` by ``decay_factor`` after
+    ``decay_patience`` validation epochs without a new best of ``monitor``."""
+
+    def __init__(self, monitor: str, decay_patience: int, decay_factor: float):
+        if decay_patience < 1 or not 0.0 < decay_factor < 1.0:
+            raise ValueError(f"plateau schedule: decay_patience must be >= 1 and 0 < decay_factor < 1, "
+                             f"got {decay_patience} and {decay_factor}")
+        self.monitor, self.decay_patience, self.decay_factor = monitor, decay_patience, decay_factor
+        self.best, self.stale, self.cuts = -math.inf, 0, []
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if value > self.best:
+            self.best, self.stale = value, 0
+            return
+        self.stale += 1
+        if self.stale >= self.decay_patience:
+            pl_module.lr_scale *= self.decay_factor
+            self.stale = 0
+            self.cuts.append(trainer.current_epoch)
+
+
 class CurveRecorder(L.Callback):
     """Keeps one row per epoch (train loss, validation metrics) for learning-curve plots."""
 
@@ -172,6 +206,8 @@ class CurveRecorder(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if trainer.optimizers:
+            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.rows.append(row)
 
 
@@ -207,8 +243,12 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, enable_version_counter=False)
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=recipe.patience)
+    callbacks = [curves, checkpoint, stopper]
+    module.lr_scale = 1.0
+    if recipe.schedule == "plateau":
+        callbacks.append(PlateauDecay(monitor, recipe.decay_patience, recipe.decay_factor))
     options = dict(profile.trainer_kwargs(), max_epochs=recipe.max_epochs, logger=False,
-                   callbacks=[curves, checkpoint, stopper], num_sanity_val_steps=0,
+                   callbacks=callbacks, num_sanity_val_steps=0,
                    enable_model_summary=False, log_every_n_steps=10)
     options.update(trainer_overrides)
     trainer = L.Trainer(**options)
@@ -220,8 +260,10 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     module.eval()
     result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
                        seconds, checkpoint.best_model_path)
+    cuts = [c.cuts for c in callbacks if isinstance(c, PlateauDecay)]
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
-                                       "epochs": result.epochs, "seconds": seconds, **(meta or {})})
+                                       "epochs": result.epochs, "seconds": seconds,
+                                       **({"lr_cut_epochs": cuts[0]} if cuts else {}), **(meta or {})})
     return result
 
 

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from minirec import experiments
@@ -123,3 +124,66 @@ def test_a_job_counts_no_saving_for_checkpoints_it_trained_itself():
             ({b: 30.0}, set())]            # notebook 3 reuses B again: counted once
     assert job_saved_seconds(logs) == 30.0
     assert job_saved_seconds([({a: 100.0}, set())]) == 100.0
+
+
+def test_plateau_schedule_halves_the_lr_after_stale_epochs_and_records_the_cuts(setup, tmp_path):
+    """lr 0: validation never improves after the first epoch, so with decay_patience 1 every later epoch cuts."""
+    split, _, spec, profile = setup
+    flat = with_recipe(profile, "generative", lr=0.0, warmup_steps=0, max_epochs=4, patience=10,
+                       schedule="plateau", decay_patience=1, decay_factor=0.5)
+    result = run(spec, split, flat, runs_dir=tmp_path).fits[0]
+    meta = json.loads(next(tmp_path.glob("checkpoints/synthetic/*/seed0/fit.json")).read_text())
+    assert result.epochs == 4 and meta["lr_cut_epochs"] == [1, 2, 3]
+    assert result.module.lr_scale == pytest.approx(0.125)
+
+
+def test_plateau_decay_counts_only_epochs_without_a_new_best():
+    from types import SimpleNamespace
+    from minirec.training import PlateauDecay, optimizer_and_schedule
+    from minirec.profiles import Recipe
+
+    module = SimpleNamespace(lr_scale=1.0)
+    decay = PlateauDecay("val_ndcg10", decay_patience=2, decay_factor=0.5)
+    for epoch, value in enumerate([0.1, 0.2, 0.2, 0.15, 0.3, 0.3, 0.3, 0.1]):
+        decay.on_validation_end(SimpleNamespace(callback_metrics={"val_ndcg10": value}, current_epoch=epoch), module)
+    assert decay.cuts == [3, 6] and module.lr_scale == 0.25
+    recipe = Recipe(max_epochs=1, patience=1, batch_size=1, lr=1.0, warmup_steps=2, schedule="plateau")
+    sched = optimizer_and_schedule([torch.nn.Parameter(torch.zeros(1))], recipe,
+                                   scale=lambda: module.lr_scale)["lr_scheduler"]["scheduler"]
+    assert [sched.lr_lambdas[0](s) for s in (0, 1, 2, 50)] == [0.5, 1.0, 0.25, 0.25]
+    with pytest.raises(ValueError, match="decay_factor"):
+        PlateauDecay("val_ndcg10", decay_patience=2, decay_factor=1.5)
+
+
+def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
+    from minirec import study
+    from minirec.experiments import _digest, fingerprint
+    from minirec.results import ResultsTable
+
+    split, _, spec, profile = setup
+    other = spec.variant("Other", attention_dropout=0.0)
+    runs_dir, figs = tmp_path / "runs", tmp_path / "figs"
+    made = {(s.label, seed): study.train_piece(s, split, profile, seed, figs, runs_dir)
+            for s in (spec, other) for seed in (0, 1)}
+    again = study.train_piece(spec, split, profile, 0, figs, runs_dir)          # reuses the checkpoint
+    np.testing.assert_array_equal(again.per_user["ndcg@10"], made["TIGER-mini", 0].per_user["ndcg@10"])
+    pieces = study.load_pieces("synthetic", figs)
+    assert len(pieces) == 4
+    digests = {s.label: _digest(fingerprint(s, split, profile)) for s in (spec, other)}
+    fresh, stale = study.current_pieces(pieces, dict(digests, Other="made-with-other-settings"))
+    assert set(fresh) == {"TIGER-mini"} and {p.label for p in stale} == {"Other"}
+    fresh, stale = study.current_pieces(pieces, digests)
+    assert not stale and sorted(fresh["Other"]) == [0, 1]
+    table = ResultsTable(figs)
+    summary = study.assemble(fresh, table, "synthetic", profile, n_boot=50)
+    record = table.get("synthetic", "Other", "ndcg@10", profile=profile.name)
+    expected = np.mean([made["Other", s].per_user["ndcg@10"].mean() for s in (0, 1)])
+    assert record["seeds"] == [0, 1] and record["mean"] == pytest.approx(expected)
+    (comparison,) = [c for c in table.comparisons if c["a"] == "Other" and c["metric"] == "ndcg@10"]
+    assert comparison["b"] == "TIGER-mini" and comparison["n_users"] == len(split.test)
+    assert summary["Other"]["common_seeds"] == [0, 1] and len(summary["Other"]["epoch_seconds_ratio"]) == 2
+    assert table.get("synthetic", "Other validation vs test", "test_over_val", "val_test", profile.name)
+    broken = study.piece_path("synthetic", "Broken", 0, figs)
+    broken.write_bytes(b"not a piece")
+    with pytest.raises(ValueError, match="Broken__seed0.npz is unreadable"):
+        study.load_pieces("synthetic", figs)

@@ -1,0 +1,190 @@
+"""The study profile in pieces: one model and one seed at a time, its results kept in the repository.
+
+Three seeds of every headline model take hours on 2 CPU cores, longer than one working session,
+and checkpoints (``runs/``) are not part of the repository. A *piece* trains one seed of one
+headline spec with the profile's recipe (through ``experiments.run``, so a checkpoint made with
+the same settings is reused), evaluates it once on the test stage and writes
+``figures/study/<dataset>/<label>__seed<s>.npz``: the per-user test metrics, the epochs, the
+training seconds, the validation curve, the learning-rate cuts, the commit and the digest of
+the fingerprint that made it. ``assemble`` reads every piece back, sets aside stale pieces
+(made with other settings), and writes records, paired bootstraps against TIGER-mini, the
+validation -> test gap and the per-epoch training cost into the results table::
+
+    python -m minirec.study --model S2GR-mini --seed 1     # one piece
+    python -m minirec.study --assemble                      # the table from the pieces there are
+
+The headline specs are built here exactly as notebook 06 builds them, so a piece and the
+notebook's study run train the same thing (the same fingerprint, the same checkpoint folder).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit
+from .experiments import RunSpec, _digest, fingerprint, run
+from .metrics import paired_bootstrap
+from .profiles import Profile, get_profile
+from .results import RANKING_METRICS, ResultsTable
+
+REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
+
+
+def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
+                   levels: int = 3, codebook_size: int = 32) -> dict[str, RunSpec]:
+    """TIGER-mini and S²GR-mini (the method's form) on notebook 04's SID table, as notebook 06 builds them."""
+    from .generative import GenerativeRecommender, GenRecConfig
+    from .quantizers import cached_sid_table
+    from .s2gr import S2GR, S2GRConfig
+
+    sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
+    texts = ds.items["text"].tolist()
+    arch = profile.arch("generative")
+    return {"TIGER-mini": RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
+            "S²GR-mini": RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)}
+
+
+def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
+    safe = label.replace("²", "2").replace(" ", "_")
+    return Path(figures_dir or default_figures_dir()) / "study" / dataset / f"{safe}__seed{int(seed)}.npz"
+
+
+@dataclass
+class Piece:
+    """One trained seed of one spec: what ``assemble`` needs, without the checkpoint."""
+    label: str
+    seed: int
+    digest: str                          # the fingerprint digest of the settings that made it
+    per_user: dict[str, np.ndarray]      # test metric -> per-user values
+    meta: dict                           # epochs, seconds, best validation NDCG@10, curves, lr cuts, commit, profile
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.meta["seconds"] / max(1, self.meta["epochs"])
+
+
+def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: str | Path | None = None,
+                runs_dir: str | Path | None = None) -> Piece:
+    """Train (or reuse) one seed of ``spec``, evaluate it on the test stage and save the piece atomically."""
+    spec = spec.variant(spec.label, seeds=(seed,))
+    runs = run(spec, split, profile, runs_dir=runs_dir)
+    fit = runs.fits[0]
+    curve = [{k: row[k] for k in ("epoch", "val_ndcg10", "lr") if k in row} for row in fit.curves]
+    meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
+            "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
+            "curve": curve, "commit": git_commit(), "users": len(split.test)}
+    digest = _digest(fingerprint(spec, split, profile))
+    piece = Piece(spec.label, int(seed), digest, runs.per_user_by_seed[seed], meta)
+    path = piece_path(split.dataset.name, spec.label, seed, figures_dir)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(digest), **piece.per_user)
+    return piece
+
+
+def load_pieces(dataset: str, figures_dir: str | Path | None = None) -> list[Piece]:
+    """Every saved piece of ``dataset`` (an unreadable file raises, naming it)."""
+    folder = Path(figures_dir or default_figures_dir()) / "study" / dataset
+    pieces = []
+    for path in sorted(folder.glob("*__seed*.npz")):
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                per_user = {k: data[k] for k in data.files if k not in ("meta", "digest")}
+                pieces.append(Piece(meta["label"], int(meta["seed"]), str(data["digest"]), per_user, meta))
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"study piece {path} is unreadable ({err}); delete it and train the piece again") from err
+    return pieces
+
+
+def current_pieces(pieces: list[Piece], digests: dict[str, str]) -> tuple[dict[str, dict[int, Piece]], list[Piece]]:
+    """Pieces made with today's settings (label -> seed -> piece) and the stale ones (another fingerprint)."""
+    fresh, stale = {}, []
+    for p in pieces:
+        if digests.get(p.label) == p.digest:
+            fresh.setdefault(p.label, {})[p.seed] = p
+        else:
+            stale.append(p)
+    return fresh, stale
+
+
+def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
+             n_boot: int | None = None) -> dict:
+    """Records, bootstraps against TIGER-mini (on the seeds both have), validation -> test gaps and cost ratios."""
+    n_boot = n_boot or profile.n_boot
+    summary = {}
+    for label, by_seed in fresh.items():
+        seeds = sorted(by_seed)
+        pieces = [by_seed[s] for s in seeds]
+        test = [float(p.per_user["ndcg@10"].mean()) for p in pieces]
+        val = [p.meta["best_val_ndcg10"] for p in pieces]
+        table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in pieces] for m in RANKING_METRICS},
+                     profile.name, seeds=seeds,
+                     notes=f"study pieces; epochs {[p.meta['epochs'] for p in pieces]}; "
+                           f"seconds {[round(p.meta['seconds']) for p in pieces]}")
+        table.record(dataset, f"{label} validation vs test",
+                     {"val_ndcg10": val, "test_ndcg10": test,
+                      "test_over_val": [t / v if v > 0 else float("nan") for t, v in zip(test, val)]},
+                     profile.name, seeds=seeds, table="val_test")
+        summary[label] = {"seeds": seeds, "val": val, "test": test, "epochs": [p.meta["epochs"] for p in pieces],
+                          "seconds_per_epoch": [p.seconds_per_epoch for p in pieces]}
+    reference = fresh.get(REFERENCE, {})
+    for label, by_seed in fresh.items():
+        common = sorted(set(by_seed) & set(reference))
+        if label == REFERENCE or not common:
+            continue
+        mine = {m: np.mean([by_seed[s].per_user[m] for s in common], axis=0) for m in ("ndcg@10", "recall@10")}
+        theirs = {m: np.mean([reference[s].per_user[m] for s in common], axis=0) for m in ("ndcg@10", "recall@10")}
+        for m in mine:
+            res = paired_bootstrap(mine[m], theirs[m], m, n_boot=n_boot)
+            table.compare(dataset, label, REFERENCE, res, profile.name)
+            summary[label].setdefault("vs_reference", {})[m] = res
+        ratio = [by_seed[s].seconds_per_epoch / reference[s].seconds_per_epoch for s in common]
+        table.record(dataset, f"{label} training cost vs {REFERENCE} (study pieces)",
+                     {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
+        summary[label]["epoch_seconds_ratio"] = ratio
+        summary[label]["common_seeds"] = common
+    return summary
+
+
+def main(argv=None) -> None:
+    from . import data as mdata, loaders
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="study")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--model", action="append", default=[], help="a headline label (TIGER-mini, S2GR-mini)")
+    parser.add_argument("--seed", type=int, action="append", default=[])
+    parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    ds = loaders.load_dataset(args.dataset)
+    split = mdata.leave_one_out(ds.subset_users(profile.max_users))
+    specs = headline_specs(ds, mdata.leave_one_out(ds), profile)
+    aliases = {label.replace("²", "2"): label for label in specs}
+    for name in args.model:
+        label = aliases.get(name, name)
+        if label not in specs:
+            raise SystemExit(f"unknown model {name!r}; choose from {sorted(aliases)}")
+        for seed in args.seed or profile.seeds:
+            piece = train_piece(specs[label], split, profile, seed)
+            print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
+                  f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
+    if args.assemble:
+        digests = {label: _digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
+        fresh, stale = current_pieces(load_pieces(args.dataset), digests)
+        for p in stale:
+            print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
+        summary = assemble(fresh, ResultsTable(), args.dataset, profile)
+        for label, s in summary.items():
+            print(label, {k: v for k, v in s.items() if k != "vs_reference"})
+            for res in s.get("vs_reference", {}).values():
+                print("  ", res.verdict(label, REFERENCE))
+
+
+if __name__ == "__main__":
+    main()
