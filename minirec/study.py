@@ -36,15 +36,18 @@ REFERENCE = "TIGER-mini"            # what every headline model is compared with
 
 def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
                    levels: int = 3, codebook_size: int = 32) -> dict[str, RunSpec]:
-    """TIGER-mini and S²GR-mini (the method's form) on notebook 04's SID table, as notebook 06 builds them."""
+    """SASRec (the references' first grid setting), TIGER-mini and S²GR-mini (the method's form) on notebook 04's
+    SID table, as notebooks 02 and 06 build them."""
     from .generative import GenerativeRecommender, GenRecConfig
     from .quantizers import cached_sid_table
+    from .reference import sasrec_spec
     from .s2gr import S2GR, S2GRConfig
 
     sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
     texts = ds.items["text"].tolist()
     arch = profile.arch("generative")
-    return {"TIGER-mini": RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
+    return {"SASRec": sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]),
+            "TIGER-mini": RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
             "S²GR-mini": RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)}
 
 
@@ -112,9 +115,11 @@ def current_pieces(pieces: list[Piece], digests: dict[str, str]) -> tuple[dict[s
     return fresh, stale
 
 
-def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
+def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
              n_boot: int | None = None) -> dict:
-    """Records, bootstraps against TIGER-mini (on the seeds both have), validation -> test gaps and cost ratios."""
+    """Records, bootstraps against TIGER-mini (on the seeds both have), validation -> test gaps, cost ratios, and
+    NDCG@10 by the target's training popularity and by history length (``breakdown``, Popularity included)."""
+    dataset = split.dataset.name
     n_boot = n_boot or profile.n_boot
     summary = {}
     for label, by_seed in fresh.items():
@@ -148,7 +153,38 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: s
                      {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
         summary[label]["epoch_seconds_ratio"] = ratio
         summary[label]["common_seeds"] = common
+    summary["breakdown"] = breakdowns(fresh, table, split, profile, n_boot)
     return summary
+
+
+def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
+               n_boot: int) -> dict:
+    """NDCG@10 by popularity group and by history-length group for Popularity and every model with pieces, each
+    model averaged over the seeds every model has, with paired intervals against TIGER-mini inside each group."""
+    from . import breakdown
+    from .baselines import Popularity
+    from .metrics import evaluate
+
+    if REFERENCE not in fresh:
+        return {}
+    common = sorted(set.intersection(*(set(by_seed) for by_seed in fresh.values())))
+    if not common:
+        return {}
+    per_user = {"Popularity": evaluate(Popularity(split), split.test)["ndcg@10"]}
+    per_user.update({label: np.mean([by_seed[s].per_user["ndcg@10"] for s in common], axis=0)
+                     for label, by_seed in fresh.items()})
+    groupings = {"by_popularity": (breakdown.popularity_groups(split, split.test),
+                                   [f"cold (<{breakdown.COLD})", "tail", "torso", "head"]),
+                 "by_history": (breakdown.history_groups(split.test), ["short", "medium", "long"])}
+    frames = {}
+    for name, (groups, order) in groupings.items():
+        frame = breakdown.by_group({k: np.asarray(v) for k, v in per_user.items()}, groups, reference=REFERENCE,
+                                   n_boot=n_boot, order=order)
+        for row in frame.itertuples(index=False):
+            table.record(split.dataset.name, f"{row.model} [{row.group}]", {"ndcg@10": [row.mean]}, profile.name,
+                         seeds=[common[0]], table=name, notes=f"mean over seeds {common}; {row.users} users")
+        frames[name] = frame
+    return {"seeds": common, **frames}
 
 
 def main(argv=None) -> None:
@@ -157,7 +193,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="study")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--model", action="append", default=[], help="a headline label (TIGER-mini, S2GR-mini)")
+    parser.add_argument("--model", action="append", default=[], help="a headline label: SASRec, TIGER-mini, S2GR-mini")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
     args = parser.parse_args(argv)
@@ -179,11 +215,15 @@ def main(argv=None) -> None:
         fresh, stale = current_pieces(load_pieces(args.dataset), digests)
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
-        summary = assemble(fresh, ResultsTable(), args.dataset, profile)
+        summary = assemble(fresh, ResultsTable(), split, profile)
+        found = summary.pop("breakdown")
         for label, s in summary.items():
             print(label, {k: v for k, v in s.items() if k != "vs_reference"})
             for res in s.get("vs_reference", {}).values():
                 print("  ", res.verdict(label, REFERENCE))
+        for name in ("by_popularity", "by_history"):
+            if name in found:
+                print(f"{name} (seeds {found['seeds']}):\n{found[name].round(4).to_string(index=False)}")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_plateau_decay_counts_only_epochs_without_a_new_best():
 
 
 def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
-    from minirec import study
+    from minirec import breakdown, study
     from minirec.experiments import _digest, fingerprint
     from minirec.results import ResultsTable
 
@@ -175,7 +175,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     fresh, stale = study.current_pieces(pieces, digests)
     assert not stale and sorted(fresh["Other"]) == [0, 1]
     table = ResultsTable(figs)
-    summary = study.assemble(fresh, table, "synthetic", profile, n_boot=50)
+    summary = study.assemble(fresh, table, split, profile, n_boot=50)
     record = table.get("synthetic", "Other", "ndcg@10", profile=profile.name)
     expected = np.mean([made["Other", s].per_user["ndcg@10"].mean() for s in (0, 1)])
     assert record["seeds"] == [0, 1] and record["mean"] == pytest.approx(expected)
@@ -183,6 +183,12 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert comparison["b"] == "TIGER-mini" and comparison["n_users"] == len(split.test)
     assert summary["Other"]["common_seeds"] == [0, 1] and len(summary["Other"]["epoch_seconds_ratio"]) == 2
     assert table.get("synthetic", "Other validation vs test", "test_over_val", "val_test", profile.name)
+    by_history = summary["breakdown"]["by_history"]
+    assert set(by_history["model"]) == {"Popularity", "TIGER-mini", "Other"} and summary["breakdown"]["seeds"] == [0, 1]
+    long = by_history[(by_history["group"] == "long") & (by_history["model"] == "Other")]
+    keep = breakdown.history_groups(split.test) == "long"
+    assert long["mean"].item() == pytest.approx(np.mean([made["Other", s].per_user["ndcg@10"][keep].mean()
+                                                         for s in (0, 1)]))
     broken = study.piece_path("synthetic", "Broken", 0, figs)
     broken.write_bytes(b"not a piece")
     with pytest.raises(ValueError, match="Broken__seed0.npz is unreadable"):

@@ -70,7 +70,8 @@ def test_beam_search_with_thinking_equals_brute_force(synthetic, table, thinking
 
 @torch.no_grad()
 def test_training_branches_compute_what_inference_computes(synthetic, table):
-    # all branches of one window at once (4-D mask, shared cache) = each target scored alone after its prefix
+    # all branches of one window at once (4-D mask, shared cache) = each target scored alone after its prefix, by
+    # the step-by-step definition (naive_log_prob: no cache, no mask, no think_forward) and by score_items
     model = make(synthetic, table)
     split = leave_one_out(synthetic)
     window = torch.as_tensor(np.r_[split.test.histories[1][-6:], split.test.targets[1]])
@@ -78,6 +79,7 @@ def test_training_branches_compute_what_inference_computes(synthetic, table):
     logp = F.log_softmax(model.model.get_output_embeddings()(model.code_hidden(b)), dim=-1)
     per_branch = logp.gather(3, b.tokens[..., None]).squeeze(3).sum(-1)[0]           # targets 1..6
     for j in (1, 3, 6):
+        assert per_branch[j - 1].item() == pytest.approx(naive_log_prob(model, window[:j], int(window[j])), abs=1e-4)
         alone = model.score_items(window[:j], window[j:j + 1])[0]
         assert per_branch[j - 1].item() == pytest.approx(alone.item(), abs=1e-4)
     # a random subset of targets per row gives the same numbers as all of them
