@@ -160,19 +160,17 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
 def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
                n_boot: int) -> dict:
     """NDCG@10 by popularity group and by history-length group for Popularity and every model with pieces, each
-    model averaged over the seeds every model has, with paired intervals against TIGER-mini inside each group."""
+    model averaged over its own seeds, with paired intervals against TIGER-mini inside each group."""
     from . import breakdown
     from .baselines import Popularity
     from .metrics import evaluate
 
     if REFERENCE not in fresh:
         return {}
-    common = sorted(set.intersection(*(set(by_seed) for by_seed in fresh.values())))
-    if not common:
-        return {}
     per_user = {"Popularity": evaluate(Popularity(split), split.test)["ndcg@10"]}
-    per_user.update({label: np.mean([by_seed[s].per_user["ndcg@10"] for s in common], axis=0)
+    per_user.update({label: np.mean([by_seed[s].per_user["ndcg@10"] for s in sorted(by_seed)], axis=0)
                      for label, by_seed in fresh.items()})
+    seeds = {label: sorted(by_seed) for label, by_seed in fresh.items()}
     groupings = {"by_popularity": (breakdown.popularity_groups(split, split.test),
                                    [f"cold (<{breakdown.COLD})", "tail", "torso", "head"]),
                  "by_history": (breakdown.history_groups(split.test), ["short", "medium", "long"])}
@@ -180,11 +178,17 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
     for name, (groups, order) in groupings.items():
         frame = breakdown.by_group({k: np.asarray(v) for k, v in per_user.items()}, groups, reference=REFERENCE,
                                    n_boot=n_boot, order=order)
-        for row in frame.itertuples(index=False):
-            table.record(split.dataset.name, f"{row.model} [{row.group}]", {"ndcg@10": [row.mean]}, profile.name,
-                         seeds=[common[0]], table=name, notes=f"mean over seeds {common}; {row.users} users")
+        for row in frame.itertuples(index=False):          # one value per seed: the group's mean under that seed
+            keep = groups == row.group
+            if row.model in fresh:
+                own = seeds[row.model]
+                values = [float(fresh[row.model][s].per_user["ndcg@10"][keep].mean()) for s in own]
+            else:
+                own, values = [0], [row.mean]
+            table.record(split.dataset.name, f"{row.model} [{row.group}]", {"ndcg@10": values}, profile.name,
+                         seeds=own, table=name, notes=f"{row.users} users")
         frames[name] = frame
-    return {"seeds": common, **frames}
+    return {"seeds": seeds, **frames}
 
 
 def main(argv=None) -> None:

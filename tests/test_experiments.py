@@ -184,11 +184,13 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert summary["Other"]["common_seeds"] == [0, 1] and len(summary["Other"]["epoch_seconds_ratio"]) == 2
     assert table.get("synthetic", "Other validation vs test", "test_over_val", "val_test", profile.name)
     by_history = summary["breakdown"]["by_history"]
-    assert set(by_history["model"]) == {"Popularity", "TIGER-mini", "Other"} and summary["breakdown"]["seeds"] == [0, 1]
+    assert set(by_history["model"]) == {"Popularity", "TIGER-mini", "Other"} and summary["breakdown"]["seeds"]["Other"] == [0, 1]
     long = by_history[(by_history["group"] == "long") & (by_history["model"] == "Other")]
     keep = breakdown.history_groups(split.test) == "long"
     assert long["mean"].item() == pytest.approx(np.mean([made["Other", s].per_user["ndcg@10"][keep].mean()
                                                          for s in (0, 1)]))
+    kept = table.get("synthetic", "Other [long]", "ndcg@10", "by_history", profile.name)
+    assert kept["seeds"] == [0, 1] and kept["mean"] == pytest.approx(long["mean"].item())
     broken = study.piece_path("synthetic", "Broken", 0, figs)
     broken.write_bytes(b"not a piece")
     with pytest.raises(ValueError, match="Broken__seed0.npz is unreadable"):
