@@ -11,6 +11,7 @@ the fingerprint that made it. ``assemble`` reads every piece back, sets aside st
 validation -> test gap and the per-epoch training cost into the results table::
 
     python -m minirec.study --model S2GR-mini --seed 1     # one piece
+    python -m minirec.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
     python -m minirec.study --assemble                      # the table from the pieces there are
 
 The headline specs are built here exactly as notebook 06 builds them, so a piece and the
@@ -36,9 +37,11 @@ REFERENCE = "TIGER-mini"            # what every headline model is compared with
 
 def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
                    levels: int = 3, codebook_size: int = 32) -> dict[str, RunSpec]:
-    """SASRec (the references' first grid setting), TIGER-mini and S²GR-mini (the method's form) on notebook 04's
-    SID table, as notebooks 02 and 06 build them."""
+    """SASRec (the references' first grid setting), TIGER-mini, S²GR-mini (the method's form) and OneRec-Think's
+    three ranking stages on notebook 04's SID table, as notebooks 02, 06, 07 and 08 build them."""
     from .generative import GenerativeRecommender, GenRecConfig
+    from .itemic import tokenizer_corpus
+    from .onerec import OneRecConfig, OneRecThink
     from .quantizers import cached_sid_table
     from .reference import sasrec_spec
     from .s2gr import S2GR, S2GRConfig
@@ -46,9 +49,18 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
     texts = ds.items["text"].tolist()
     arch = profile.arch("generative")
-    return {"SASRec": sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]),
-            "TIGER-mini": RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
-            "S²GR-mini": RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)}
+    base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
+    align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
+    specs = [sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]),
+             RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
+             RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts),
+             base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
+    return {spec.label: spec for spec in specs}
+
+
+# short names for the command line
+ALIASES = {"S2GR-mini": "S²GR-mini", "OneRec-base": "OneRec-Think Base (SID SFT)",
+           "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
 
 def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
@@ -197,7 +209,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="study")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--model", action="append", default=[], help="a headline label: SASRec, TIGER-mini, S2GR-mini")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a headline label or alias: SASRec, TIGER-mini, S2GR-mini, OneRec-base, OneRec-align, "
+                             "OneRec-reason (a stage trains its earlier stages first unless their checkpoints exist)")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
     args = parser.parse_args(argv)
@@ -205,11 +219,10 @@ def main(argv=None) -> None:
     ds = loaders.load_dataset(args.dataset)
     split = mdata.leave_one_out(ds.subset_users(profile.max_users))
     specs = headline_specs(ds, mdata.leave_one_out(ds), profile)
-    aliases = {label.replace("²", "2"): label for label in specs}
     for name in args.model:
-        label = aliases.get(name, name)
+        label = ALIASES.get(name, name)
         if label not in specs:
-            raise SystemExit(f"unknown model {name!r}; choose from {sorted(aliases)}")
+            raise SystemExit(f"unknown model {name!r}; choose from {sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))}")
         for seed in args.seed or profile.seeds:
             piece = train_piece(specs[label], split, profile, seed)
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
