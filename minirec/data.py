@@ -243,6 +243,29 @@ def leave_one_out(dataset: SequenceDataset, max_history: int = MAX_HISTORY) -> L
     return LeaveOneOutSplit(dataset, [s[:-2] for s in seqs], valid, test, max_history)
 
 
+def hold_out_users(split: LeaveOneOutSplit, share: float = 0.1, seed: int = 0) -> LeaveOneOutSplit:
+    """Validation on users the model never trains on: another protocol for choosing checkpoints.
+
+    A random ``share`` of users leave training entirely; validation is their second-to-last item after
+    their history (a prompt the model has never seen, as a test prompt is), and the test stage keeps
+    every other user, unchanged. The usual split validates on every user's second-to-last item, whose
+    prompt is a training window shifted by one item.
+    """
+    n = split.dataset.n_users
+    if not 0.0 < share < 1.0 or not 1 <= round(share * n) < n:
+        raise ValueError(f"share must leave at least one user on each side, got {share} of {n} users")
+    held = np.sort(np.random.default_rng(seed).choice(n, size=round(share * n), replace=False))
+    kept = np.setdiff1d(np.arange(n), held)
+    is_held = np.zeros(n, dtype=bool)
+    is_held[held] = True
+    train = [np.zeros(0, dtype=np.int64) if is_held[u] else s for u, s in enumerate(split.train)]
+    valid = EvalStage("valid", split.valid.users[held], [split.valid.histories[u] for u in held],
+                      split.valid.targets[held])
+    test = EvalStage("test", split.test.users[kept], [split.test.histories[u] for u in kept],
+                     split.test.targets[kept])
+    return LeaveOneOutSplit(split.dataset, train, valid, test, split.max_history)
+
+
 def training_windows(sequences: Sequence[np.ndarray], max_len: int = MAX_HISTORY) -> np.ndarray:
     """Cut sequences into windows of ``max_len + 1`` items (left-padded with -1).
 

@@ -33,6 +33,7 @@ from .profiles import Profile, get_profile
 from .results import RANKING_METRICS, ResultsTable
 
 REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
+HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
 def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
@@ -76,6 +77,10 @@ class Piece:
     digest: str                          # the fingerprint digest of the settings that made it
     per_user: dict[str, np.ndarray]      # test metric -> per-user values
     meta: dict                           # epochs, seconds, best validation NDCG@10, curves, lr cuts, commit, profile
+    users: np.ndarray | None = None      # the test users, in the order of per_user (None: every user, in order)
+
+    def user_index(self) -> np.ndarray:
+        return np.arange(len(self.per_user["ndcg@10"])) if self.users is None else self.users
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -97,7 +102,9 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     path = piece_path(split.dataset.name, spec.label, seed, figures_dir)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(digest), **piece.per_user)
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(digest),
+                                users=np.asarray(split.test.users), **piece.per_user)
+    piece.users = np.asarray(split.test.users)
     return piece
 
 
@@ -109,8 +116,9 @@ def load_pieces(dataset: str, figures_dir: str | Path | None = None) -> list[Pie
         try:
             with np.load(path) as data:
                 meta = json.loads(str(data["meta"]))
-                per_user = {k: data[k] for k in data.files if k not in ("meta", "digest")}
-                pieces.append(Piece(meta["label"], int(meta["seed"]), str(data["digest"]), per_user, meta))
+                per_user = {k: data[k] for k in data.files if k not in ("meta", "digest", "users")}
+                users = data["users"] if "users" in data.files else None
+                pieces.append(Piece(meta["label"], int(meta["seed"]), str(data["digest"]), per_user, meta, users))
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"study piece {path} is unreadable ({err}); delete it and train the piece again") from err
     return pieces
@@ -149,24 +157,45 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                      profile.name, seeds=seeds, table="val_test")
         summary[label] = {"seeds": seeds, "val": val, "test": test, "epochs": [p.meta["epochs"] for p in pieces],
                           "seconds_per_epoch": [p.seconds_per_epoch for p in pieces]}
-    reference = fresh.get(REFERENCE, {})
     for label, by_seed in fresh.items():
-        common = sorted(set(by_seed) & set(reference))
-        if label == REFERENCE or not common:
+        protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
+        reference = REFERENCE + protocol
+        if protocol and label[:-len(HELD_OUT)] in fresh:       # the same model, its checkpoint chosen the usual way
+            summary[label]["vs_usual_validation"] = compare_pieces(by_seed, fresh[label[:-len(HELD_OUT)]], table,
+                                                                   dataset, profile, n_boot)
+        if label == reference or reference not in fresh:
             continue
-        mine = {m: np.mean([by_seed[s].per_user[m] for s in common], axis=0) for m in ("ndcg@10", "recall@10")}
-        theirs = {m: np.mean([reference[s].per_user[m] for s in common], axis=0) for m in ("ndcg@10", "recall@10")}
-        for m in mine:
-            res = paired_bootstrap(mine[m], theirs[m], m, n_boot=n_boot)
-            table.compare(dataset, label, REFERENCE, res, profile.name)
-            summary[label].setdefault("vs_reference", {})[m] = res
-        ratio = [by_seed[s].seconds_per_epoch / reference[s].seconds_per_epoch for s in common]
-        table.record(dataset, f"{label} training cost vs {REFERENCE} (study pieces)",
+        common = sorted(set(by_seed) & set(fresh[reference]))
+        if not common:
+            continue
+        summary[label]["vs_reference"] = compare_pieces(by_seed, fresh[reference], table, dataset, profile, n_boot)
+        ratio = [by_seed[s].seconds_per_epoch / fresh[reference][s].seconds_per_epoch for s in common]
+        table.record(dataset, f"{label} training cost vs {reference} (study pieces)",
                      {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
         summary[label]["epoch_seconds_ratio"] = ratio
         summary[label]["common_seeds"] = common
-    summary["breakdown"] = breakdowns(fresh, table, split, profile, n_boot)
+    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)}, table, split,
+                                      profile, n_boot)
     return summary
+
+
+def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
+                   n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> dict:
+    """Paired bootstraps of ``a`` against ``b``: per-user metrics averaged over the seeds both have, on the test
+    users both were evaluated on (a held-out-user validation leaves its validation users out of the test)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return {}
+    users_a, users_b = a[seeds[0]].user_index(), b[seeds[0]].user_index()
+    shared, in_a, in_b = np.intersect1d(users_a, users_b, return_indices=True)
+    out = {}
+    for m in metrics:
+        mine = np.mean([a[s].per_user[m] for s in seeds], axis=0)[in_a]
+        theirs = np.mean([b[s].per_user[m] for s in seeds], axis=0)[in_b]
+        res = paired_bootstrap(mine, theirs, m, n_boot=n_boot)
+        table.compare(dataset, a[seeds[0]].label, b[seeds[0]].label, res, profile.name)
+        out[m] = res
+    return out
 
 
 def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
@@ -214,30 +243,40 @@ def main(argv=None) -> None:
                              "OneRec-reason (a stage trains its earlier stages first unless their checkpoints exist)")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
+    parser.add_argument("--held-out-users", type=float, default=0.0, metavar="SHARE",
+                        help="choose the checkpoint on this share of users, left out of training (data.hold_out_users)"
+                             " instead of every user's second-to-last item")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
     ds = loaders.load_dataset(args.dataset)
     split = mdata.leave_one_out(ds.subset_users(profile.max_users))
     specs = headline_specs(ds, mdata.leave_one_out(ds), profile)
+    held = mdata.hold_out_users(split, args.held_out_users) if args.held_out_users else None
     for name in args.model:
         label = ALIASES.get(name, name)
         if label not in specs:
             raise SystemExit(f"unknown model {name!r}; choose from {sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))}")
+        spec = specs[label] if held is None else specs[label].variant(label + HELD_OUT)
         for seed in args.seed or profile.seeds:
-            piece = train_piece(specs[label], split, profile, seed)
+            piece = train_piece(spec, held or split, profile, seed)
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
     if args.assemble:
         digests = {label: _digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
+        held = mdata.hold_out_users(split, args.held_out_users or 0.1)
+        digests.update({label + HELD_OUT: _digest(fingerprint(spec, held, profile)) for label, spec in specs.items()})
         fresh, stale = current_pieces(load_pieces(args.dataset), digests)
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)
         found = summary.pop("breakdown")
         for label, s in summary.items():
-            print(label, {k: v for k, v in s.items() if k != "vs_reference"})
-            for res in s.get("vs_reference", {}).values():
-                print("  ", res.verdict(label, REFERENCE))
+            print(label, {k: v for k, v in s.items() if not k.startswith("vs_")})
+            protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
+            others = {"vs_reference": REFERENCE + protocol, "vs_usual_validation": label[:-len(HELD_OUT)]}
+            for key, other in others.items():
+                for res in s.get(key, {}).values():
+                    print("  ", res.verdict(label, other))
         for name in ("by_popularity", "by_history"):
             if name in found:
                 print(f"{name} (seeds {found['seeds']}):\n{found[name].round(4).to_string(index=False)}")

@@ -146,3 +146,22 @@ def test_synthetic_has_planted_structure(synthetic):
     tops = synthetic.items["top"].to_numpy()
     same = [tops[s[t]] == tops[s[t + 1]] for s in synthetic.sequences for t in range(len(s) - 1)]
     assert np.mean(same) > 0.8  # far above the 1/4 of random pairs
+
+
+def test_held_out_user_validation_never_trains_on_its_users(ml100k):
+    split = mdata.leave_one_out(ml100k)
+    held = mdata.hold_out_users(split, share=0.1, seed=0)
+    users = held.valid.users
+    assert len(users) == round(0.1 * ml100k.n_users) and not set(users) & set(held.test.users)
+    assert len(held.test) + len(held.valid) == ml100k.n_users
+    assert all(len(held.train[u]) == 0 for u in users)                     # never a training window
+    other = held.test.users[0]
+    np.testing.assert_array_equal(held.train[other], split.train[other])   # everyone else trains as before
+    u = users[0]
+    assert held.valid.targets[0] == split.valid.targets[u]
+    np.testing.assert_array_equal(held.valid.histories[0], split.valid.histories[u])
+    np.testing.assert_array_equal(held.test.targets, split.test.targets[held.test.users])
+    assert held.fingerprint() != split.fingerprint()
+    assert mdata.hold_out_users(split, 0.1, seed=0).valid.users.tolist() == users.tolist()
+    with pytest.raises(ValueError, match="at least one user on each side"):
+        mdata.hold_out_users(split, share=1.0)

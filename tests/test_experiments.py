@@ -6,7 +6,7 @@ import torch
 import pytest
 
 from minirec import experiments
-from minirec.data import leave_one_out
+from minirec.data import hold_out_users, leave_one_out
 from minirec.experiments import RunSpec, choose_on_validation, run
 from minirec.generative import GenerativeRecommender, GenRecConfig
 from minirec.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
@@ -191,6 +191,18 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
                                                          for s in (0, 1)]))
     kept = table.get("synthetic", "Other [long]", "ndcg@10", "by_history", profile.name)
     assert kept["seeds"] == [0, 1] and kept["mean"] == pytest.approx(long["mean"].item())
+    # a checkpoint chosen on held-out users: compared with the usual choice on the test users both have
+    held = hold_out_users(split, share=0.2)
+    made_held = study.train_piece(other.variant("Other" + study.HELD_OUT), held, profile, 0, figs, runs_dir)
+    np.testing.assert_array_equal(made_held.users, held.test.users)
+    (loaded,) = [p for p in study.load_pieces("synthetic", figs) if p.label == "Other" + study.HELD_OUT]
+    np.testing.assert_array_equal(loaded.user_index(), held.test.users)
+    fresh["Other" + study.HELD_OUT] = {0: loaded}
+    summary = study.assemble(fresh, table, split, profile, n_boot=50)
+    vs_usual = summary["Other" + study.HELD_OUT]["vs_usual_validation"]["ndcg@10"]
+    assert vs_usual.n_users == len(held.test) and "vs_reference" not in summary["Other" + study.HELD_OUT]
+    expected = made_held.per_user["ndcg@10"].mean() - made["Other", 0].per_user["ndcg@10"][held.test.users].mean()
+    assert vs_usual.diff == pytest.approx(expected)
     broken = study.piece_path("synthetic", "Broken", 0, figs)
     broken.write_bytes(b"not a piece")
     with pytest.raises(ValueError, match="Broken__seed0.npz is unreadable"):
