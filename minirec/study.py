@@ -38,29 +38,31 @@ HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose ch
 
 def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
                    levels: int = 3, codebook_size: int = 32) -> dict[str, RunSpec]:
-    """SASRec (the references' first grid setting), TIGER-mini, S²GR-mini (the method's form) and OneRec-Think's
-    three ranking stages on notebook 04's SID table, as notebooks 02, 06, 07 and 08 build them."""
+    """SASRec (the references' first grid setting), TIGER-mini, item-ID TIGER, S²GR-mini (the method's form) and
+    OneRec-Think's three ranking stages on notebook 04's SID table, as notebooks 02, 05b, 06, 07 and 08 build them."""
     from .generative import GenerativeRecommender, GenRecConfig
     from .itemic import tokenizer_corpus
     from .onerec import OneRecConfig, OneRecThink
     from .quantizers import cached_sid_table
     from .reference import sasrec_spec
     from .s2gr import S2GR, S2GRConfig
+    from .semantic_ids import item_id_table
 
     sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
     texts = ds.items["text"].tolist()
     arch = profile.arch("generative")
     base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
     align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
-    specs = [sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]),
-             RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts),
+    tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
+    specs = [sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]), tiger,
+             tiger.variant("TIGER-mini (item-ID tokens)", sid_table=item_id_table(ds)),
              RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts),
              base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
     return {spec.label: spec for spec in specs}
 
 
 # short names for the command line
-ALIASES = {"S2GR-mini": "S²GR-mini", "OneRec-base": "OneRec-Think Base (SID SFT)",
+ALIASES = {"S2GR-mini": "S²GR-mini", "item-ID-TIGER": "TIGER-mini (item-ID tokens)", "OneRec-base": "OneRec-Think Base (SID SFT)",
            "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
 
@@ -239,8 +241,8 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="study")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--model", action="append", default=[],
-                        help="a headline label or alias: SASRec, TIGER-mini, S2GR-mini, OneRec-base, OneRec-align, "
-                             "OneRec-reason (a stage trains its earlier stages first unless their checkpoints exist)")
+                        help="a headline label or alias: SASRec, TIGER-mini, item-ID-TIGER, S2GR-mini, OneRec-base, "
+                             "OneRec-align, OneRec-reason (a stage trains its earlier stages first unless their checkpoints exist)")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
     parser.add_argument("--held-out-users", type=float, default=0.0, metavar="SHARE",
