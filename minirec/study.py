@@ -62,7 +62,8 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
 
 
 # short names for the command line
-ALIASES = {"S2GR-mini": "S²GR-mini", "item-ID-TIGER": "TIGER-mini (item-ID tokens)", "OneRec-base": "OneRec-Think Base (SID SFT)",
+ALIASES = {"S2GR-mini": "S²GR-mini", "item-ID-TIGER": "TIGER-mini (item-ID tokens)",
+           "OneRec-base": "OneRec-Think Base (SID SFT)",
            "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
 
@@ -242,7 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--model", action="append", default=[],
                         help="a headline label or alias: SASRec, TIGER-mini, item-ID-TIGER, S2GR-mini, OneRec-base, "
-                             "OneRec-align, OneRec-reason (a stage trains its earlier stages first unless their checkpoints exist)")
+                             "OneRec-align, OneRec-reason (a stage trains its earlier stages first unless their "
+                             "checkpoints exist)")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
     parser.add_argument("--held-out-users", type=float, default=0.0, metavar="SHARE",
@@ -257,7 +259,8 @@ def main(argv=None) -> None:
     for name in args.model:
         label = ALIASES.get(name, name)
         if label not in specs:
-            raise SystemExit(f"unknown model {name!r}; choose from {sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))}")
+            names = sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))
+            raise SystemExit(f"unknown model {name!r}; choose from {names}")
         spec = specs[label] if held is None else specs[label].variant(label + HELD_OUT)
         for seed in args.seed or profile.seeds:
             piece = train_piece(spec, held or split, profile, seed)
