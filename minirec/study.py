@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ ALIASES = {"S2GR-mini": "S²GR-mini", "item-ID-TIGER": "TIGER-mini (item-ID toke
 
 
 def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
-    safe = label.replace("²", "2").replace(" ", "_")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", label.replace("²", "2"))        # a file name every system accepts
     return Path(figures_dir or default_figures_dir()) / "study" / dataset / f"{safe}__seed{int(seed)}.npz"
 
 
