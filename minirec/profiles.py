@@ -84,7 +84,8 @@ class Profile:
 
 _SASREC_GRID = ({"dropout": 0.2}, {"dropout": 0.5})
 
-# The study recipes: the settings of the committed study numbers.
+# The study recipes. The study rows recorded before the study pieces (minirec/study.py) trained the SID decoders with
+# the first study's generative recipe: max_epochs 25, cosine with horizon_steps 20,000.
 _STUDY = {
     "sasrec": Recipe(max_epochs=200, patience=10, batch_size=128, lr=1e-3),
     # TIGER-mini, S²GR-mini and the other SID decoders. A fair budget for every one of them: a cap none reaches (the
