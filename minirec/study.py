@@ -55,7 +55,9 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
     align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
     tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
-    specs = [sasrec_spec(split, profile, seeds=(0,), **profile.sasrec_grid[0]), tiger,
+    # not "SASRec": notebook 02 chose its row's setting on validation over the grid; a piece must not replace it
+    sasrec = sasrec_spec(split, profile, label="SASRec (first grid setting)", seeds=(0,), **profile.sasrec_grid[0])
+    specs = [sasrec, tiger,
              tiger.variant("TIGER-mini (item-ID tokens)", sid_table=item_id_table(ds)),
              RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts),
              base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
@@ -63,7 +65,8 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
 
 
 # short names for the command line
-ALIASES = {"S2GR-mini": "S²GR-mini", "item-ID-TIGER": "TIGER-mini (item-ID tokens)",
+ALIASES = {"SASRec": "SASRec (first grid setting)", "S2GR-mini": "S²GR-mini",
+           "item-ID-TIGER": "TIGER-mini (item-ID tokens)",
            "OneRec-base": "OneRec-Think Base (SID SFT)",
            "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
