@@ -55,10 +55,11 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
     align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
     tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
-    # not "SASRec": notebook 02 chose its row's setting on validation over the grid; a piece must not replace it
+    # labels of their own: notebook 02 chose SASRec's setting on validation over the grid, and notebook 05b's item-ID
+    # rows have more seeds (made with the first study recipe); a piece must not replace either
     sasrec = sasrec_spec(split, profile, label="SASRec (first grid setting)", seeds=(0,), **profile.sasrec_grid[0])
     specs = [sasrec, tiger,
-             tiger.variant("TIGER-mini (item-ID tokens)", sid_table=item_id_table(ds)),
+             tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
              RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts),
              base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
     return {spec.label: spec for spec in specs}
@@ -66,7 +67,7 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
 
 # short names for the command line
 ALIASES = {"SASRec": "SASRec (first grid setting)", "S2GR-mini": "S²GR-mini",
-           "item-ID-TIGER": "TIGER-mini (item-ID tokens)",
+           "item-ID-TIGER": "TIGER-mini (item-ID tokens), study piece",
            "OneRec-base": "OneRec-Think Base (SID SFT)",
            "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
