@@ -195,7 +195,7 @@ def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable
     if not seeds:
         return {}
     users_a, users_b = a[seeds[0]].user_index(), b[seeds[0]].user_index()
-    shared, in_a, in_b = np.intersect1d(users_a, users_b, return_indices=True)
+    _, in_a, in_b = np.intersect1d(users_a, users_b, return_indices=True)
     out = {}
     for m in metrics:
         mine = np.mean([a[s].per_user[m] for s in seeds], axis=0)[in_a]
