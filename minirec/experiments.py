@@ -111,14 +111,14 @@ def _text_digest(texts) -> str | None:
     return hashlib.sha256("\x1e".join(map(str, texts)).encode()).hexdigest()[:16]
 
 
-def _digest(fp: dict) -> str:
+def digest(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def checkpoint_dir(spec: RunSpec, fp: dict, seed: int, runs_dir: str | Path | None = None) -> Path:
     """``<runs>/checkpoints/<dataset>/<Model>-<hash of the fingerprint>/seed<s>``."""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    return root / "checkpoints" / fp["dataset"] / f"{spec.model.__name__}-{_digest(fp)}" / f"seed{seed}"
+    return root / "checkpoints" / fp["dataset"] / f"{spec.model.__name__}-{digest(fp)}" / f"seed{seed}"
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:

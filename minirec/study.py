@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit
-from .experiments import RunSpec, _digest, fingerprint, run
+from .experiments import RunSpec, digest, fingerprint, run
 from .metrics import paired_bootstrap
 from .profiles import Profile, get_profile
 from .results import RANKING_METRICS, ResultsTable
@@ -55,19 +55,36 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
     align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
     tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
+    s2gr = RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)
     # labels of their own: notebook 02 chose SASRec's setting on validation over the grid, and notebook 05b's item-ID
     # rows have more seeds (made with the first study recipe); a piece must not replace either
     sasrec = sasrec_spec(split, profile, label="SASRec (first grid setting)", seeds=(0,), **profile.sasrec_grid[0])
     specs = [sasrec, tiger,
              tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
-             RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts),
+             s2gr,
+             *(s2gr.variant(label, **changes) for label, changes in S2GR_CHOICES.items()),
              base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
     return {spec.label: spec for spec in specs}
+
+
+# The method-form settings issue 14 asks to choose on validation, each a variant of "S²GR-mini" (the headline:
+# λ = 1, hard cluster labels, τ = 0.1, p_l at the initializer's scale), labelled as notebook 06b labels them.
+S2GR_CHOICES = {
+    "S²GR-mini (no alignment)": dict(align_weight=0.0),
+    "S²GR-mini (λ = 0.1)": dict(align_weight=0.1),
+    "S²GR-mini (soft targets, τ = 0.1)": dict(align_targets="soft", temperature=0.1),
+    "S²GR-mini (soft targets, τ = 0.5)": dict(align_targets="soft", temperature=0.5),
+    "S²GR-mini, normed feedback": dict(feedback_norm=True),
+    "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
+}
 
 
 # short names for the command line
 ALIASES = {"SASRec": "SASRec (first grid setting)", "S2GR-mini": "S²GR-mini",
            "item-ID-TIGER": "TIGER-mini (item-ID tokens), study piece",
+           "S2GR-noalign": "S²GR-mini (no alignment)", "S2GR-lambda0.1": "S²GR-mini (λ = 0.1)",
+           "S2GR-soft": "S²GR-mini (soft targets, τ = 0.1)", "S2GR-soft0.5": "S²GR-mini (soft targets, τ = 0.5)",
+           "S2GR-normed": "S²GR-mini, normed feedback", "S2GR-levelhidden": "S²GR-mini, level vectors at hidden scale",
            "OneRec-base": "OneRec-Think Base (SID SFT)",
            "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
 
@@ -105,12 +122,12 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
             "curve": curve, "commit": git_commit(), "users": len(split.test)}
-    digest = _digest(fingerprint(spec, split, profile))
-    piece = Piece(spec.label, int(seed), digest, runs.per_user_by_seed[seed], meta)
+    made_by = digest(fingerprint(spec, split, profile))
+    piece = Piece(spec.label, int(seed), made_by, runs.per_user_by_seed[seed], meta)
     path = piece_path(split.dataset.name, spec.label, seed, figures_dir)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(digest),
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(made_by),
                                 users=np.asarray(split.test.users), **piece.per_user)
     piece.users = np.asarray(split.test.users)
     return piece
@@ -182,9 +199,59 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                      {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
         summary[label]["epoch_seconds_ratio"] = ratio
         summary[label]["common_seeds"] = common
-    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)}, table, split,
+    summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
+    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items()
+                                       if not k.endswith(HELD_OUT) and k not in S2GR_CHOICES}, table, split,
                                       profile, n_boot)
     return summary
+
+
+def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
+                n_boot: int) -> dict:
+    """S²GR-mini's method-form setting chosen on mean validation NDCG@10 among the candidates trained on every seed
+    of the profile (a candidate with fewer seeds is listed, not chosen). The chosen setting's test score is recorded
+    once, with a paired bootstrap against TIGER-mini; nothing here reads a test score before the choice."""
+    names = ["S²GR-mini", *S2GR_CHOICES]
+    complete = [n for n in names if n in fresh and set(profile.seeds) <= set(fresh[n])]
+    listing = {n: {"seeds": sorted(fresh[n]), "val": float(np.mean([p.meta["best_val_ndcg10"]
+                                                                   for p in fresh[n].values()])),
+                   "candidate": n in complete} for n in names if n in fresh}
+    for n, row in listing.items():
+        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in row["seeds"]]},
+                     profile.name, seeds=row["seeds"], table="s2gr_choice",
+                     notes="a candidate" if row["candidate"] else "too few seeds to be chosen")
+    if len(complete) < 2:
+        return {"candidates": listing, "chosen": None}
+    chosen = max(complete, key=lambda n: listing[n]["val"])
+    by_seed = {s: fresh[chosen][s] for s in profile.seeds}
+    label = f"S²GR-mini ({chosen.removeprefix('S²GR-mini').strip(' ,()')}, chosen on validation)" \
+        if chosen != "S²GR-mini" else "S²GR-mini (headline setting, chosen on validation)"
+    table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
+                                  for m in RANKING_METRICS}, profile.name, seeds=list(by_seed),
+                 notes=f"chosen among {complete} on mean validation NDCG@10")
+    table.record(dataset, chosen, {"test_ndcg10": [float(p.per_user["ndcg@10"].mean()) for p in by_seed.values()]},
+                 profile.name, seeds=list(by_seed), table="s2gr_choice", notes="a candidate")
+    versus = {}
+    if REFERENCE in fresh:
+        renamed = {s: Piece(label, p.seed, p.digest, p.per_user, p.meta, p.users) for s, p in by_seed.items()}
+        versus = compare_pieces(renamed, fresh[REFERENCE], table, dataset, profile, n_boot)
+    return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus}
+
+
+def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study"):
+    """What ``choose_s2gr`` recorded, for a notebook to show: one row per S²GR-mini setting (its mean validation
+    NDCG@10, its seeds, whether it could be chosen) and, for the chosen one only, its test NDCG@10; and TIGER-mini's
+    test NDCG@10 for scale. An empty frame where no study pieces were assembled."""
+    import pandas as pd
+
+    rows = {}
+    for r in table.records:
+        if (r["table"], r["dataset"], r["profile"]) == ("s2gr_choice", dataset, profile):
+            row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]),
+                                                "a candidate": r.get("notes") == "a candidate", "test NDCG@10": None})
+            row[{"val_ndcg10": "val NDCG@10", "test_ndcg10": "test NDCG@10"}[r["metric"]]] = r["mean"]
+    tiger = table.get(dataset, REFERENCE, "ndcg@10", profile=profile)
+    return pd.DataFrame(rows).T, (tiger["mean"] if tiger else None)
 
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
@@ -272,14 +339,15 @@ def main(argv=None) -> None:
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
     if args.assemble:
-        digests = {label: _digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
+        digests = {label: digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
         held = mdata.hold_out_users(split, args.held_out_users or 0.1)
-        digests.update({label + HELD_OUT: _digest(fingerprint(spec, held, profile)) for label, spec in specs.items()})
+        digests.update({label + HELD_OUT: digest(fingerprint(spec, held, profile)) for label, spec in specs.items()})
         fresh, stale = current_pieces(load_pieces(args.dataset), digests)
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)
         found = summary.pop("breakdown")
+        choice = summary.pop("choice")
         for label, s in summary.items():
             print(label, {k: v for k, v in s.items() if not k.startswith("vs_")})
             protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
@@ -287,6 +355,11 @@ def main(argv=None) -> None:
             for key, other in others.items():
                 for res in s.get(key, {}).values():
                     print("  ", res.verdict(label, other))
+        print("S²GR-mini settings on validation:", choice["candidates"])
+        if choice["chosen"]:
+            print(f"chosen on validation: {choice['chosen']}")
+            for res in choice["vs_reference"].values():
+                print("  ", res.verdict(choice["label"], REFERENCE))
         for name in ("by_popularity", "by_history"):
             if name in found:
                 print(f"{name} (seeds {found['seeds']}):\n{found[name].round(4).to_string(index=False)}")

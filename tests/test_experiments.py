@@ -157,7 +157,7 @@ def test_plateau_decay_counts_only_epochs_without_a_new_best():
 
 def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     from minirec import breakdown, study
-    from minirec.experiments import _digest, fingerprint
+    from minirec.experiments import digest, fingerprint
     from minirec.results import ResultsTable
 
     split, _, spec, profile = setup
@@ -169,7 +169,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     np.testing.assert_array_equal(again.per_user["ndcg@10"], made["TIGER-mini", 0].per_user["ndcg@10"])
     pieces = study.load_pieces("synthetic", figs)
     assert len(pieces) == 4
-    digests = {s.label: _digest(fingerprint(s, split, profile)) for s in (spec, other)}
+    digests = {s.label: digest(fingerprint(s, split, profile)) for s in (spec, other)}
     fresh, stale = study.current_pieces(pieces, dict(digests, Other="made-with-other-settings"))
     assert set(fresh) == {"TIGER-mini"} and {p.label for p in stale} == {"Other"}
     fresh, stale = study.current_pieces(pieces, digests)
@@ -207,3 +207,38 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     broken.write_bytes(b"not a piece")
     with pytest.raises(ValueError, match="Broken__seed0.npz is unreadable"):
         study.load_pieces("synthetic", figs)
+
+
+def test_study_chooses_the_s2gr_setting_on_validation_among_complete_candidates(tmp_path):
+    from dataclasses import replace as dc_replace
+    from minirec import study
+    from minirec.results import RANKING_METRICS, ResultsTable
+
+    profile = dc_replace(get_profile("smoke"), seeds=(0, 1))
+    rng = np.random.default_rng(0)
+
+    def pieces(label, vals, test_level, seeds=(0, 1)):
+        return {s: study.Piece(label, s, "d", {m: np.clip(rng.normal(test_level, 0.05, 40), 0, 1)
+                                               for m in RANKING_METRICS},
+                               {"best_val_ndcg10": v, "epochs": 3, "seconds": 6.0}) for s, v in zip(seeds, vals)}
+
+    fresh = {"TIGER-mini": pieces("TIGER-mini", [0.1, 0.1], 0.2),
+             "S²GR-mini": pieces("S²GR-mini", [0.10, 0.12], 0.9),            # the best test, not the best val
+             "S²GR-mini (no alignment)": pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1),
+             "S²GR-mini, normed feedback": pieces("S²GR-mini, normed feedback", [0.5], 0.1, seeds=(0,))}
+    table = ResultsTable(tmp_path)
+    choice = study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)
+    assert choice["chosen"] == "S²GR-mini (no alignment)"                     # normed feedback has one seed only
+    assert not choice["candidates"]["S²GR-mini, normed feedback"]["candidate"]
+    label = "S²GR-mini (no alignment, chosen on validation)"
+    assert choice["label"] == label and choice["vs_reference"]["ndcg@10"].diff < 0
+    expected = np.mean([p.per_user["ndcg@10"].mean() for p in fresh["S²GR-mini (no alignment)"].values()])
+    assert table.get("synthetic", label, "ndcg@10", profile=profile.name)["mean"] == pytest.approx(expected)
+    assert table.get("synthetic", "S²GR-mini", "val_ndcg10", "s2gr_choice", profile.name)["mean"] == pytest.approx(0.11)
+    frame, tiger = study.recorded_choice(table, "synthetic", profile.name)
+    assert tiger is None and frame.loc["S²GR-mini (no alignment)", "test NDCG@10"] == pytest.approx(expected)
+    assert frame["test NDCG@10"].notna().sum() == 1 and not frame.loc["S²GR-mini, normed feedback", "a candidate"]
+    assert frame.loc["S²GR-mini", "val NDCG@10"] == pytest.approx(0.11)
+    assert study.recorded_choice(ResultsTable(tmp_path / "empty"), "synthetic")[0].empty
+    del fresh["S²GR-mini (no alignment)"]
+    assert study.choose_s2gr(fresh, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
