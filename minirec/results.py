@@ -102,18 +102,23 @@ class ResultsTable:
                 cells = {r["metric"]: r for r in rows if (r["dataset"], r["method"]) == key}
                 first = next(iter(cells.values()))
                 values = [_cell(cells[m]) if m in cells else "" for m in metrics]
-                out.append(f"| {key[0]} | {key[1]} | {len(first['seeds'])} | " + " | ".join(values) + " |")
+                out.append(f"| {key[0]} | {_escape(key[1])} | {len(first['seeds'])} | " + " | ".join(values) + " |")
             out.append("")
         if comparisons:
             out += ["### paired bootstrap comparisons (95% CI over users)", "",
                     "| dataset | A | B | metric | A | B | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|---|"]
             for c in comparisons:
                 verdict = ("A better" if c["diff"] > 0 else "B better") if c["significant"] else "within noise"
-                out.append(f"| {c['dataset']} | {c['a']} | {c['b']} | {c['metric']} | {c['mean_a']:.4f} | "
+                out.append(f"| {c['dataset']} | {_escape(c['a'])} | {_escape(c['b'])} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")
             out.append("")
         return out
+
+
+def _escape(name: str) -> str:
+    """A method name as one Markdown table cell (a ``|`` in it would start a new column)."""
+    return name.replace("|", "\\|")
 
 
 def _upsert(rows: list[dict], row: dict, key: tuple[str, ...]) -> list[dict]:

@@ -200,8 +200,9 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
         summary[label]["epoch_seconds_ratio"] = ratio
         summary[label]["common_seeds"] = common
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
-    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items()
-                                       if not k.endswith(HELD_OUT) and k not in S2GR_CHOICES}, table, split,
+    chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
+    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
+                                       and (k not in S2GR_CHOICES or k == chosen)}, table, split,
                                       profile, n_boot)
     return summary
 

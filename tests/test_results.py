@@ -21,6 +21,8 @@ def test_record_upsert_and_markdown(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "## profile: cpu" in md and "| ml | A | 3 | 0.2000 ± 0.0000 |" in md and "A better" in md
     assert ResultsTable(tmp_path).get("ml", "B", "ndcg@10")["mean"] == pytest.approx(0.05)
+    t.record("ml", "A | held out", {"ndcg@10": [0.1]}, "cpu", seeds=[0])          # a pipe stays in its cell
+    assert "| ml | A \\| held out | 1 | 0.1000 |" in (tmp_path / "results.md").read_text()
     with pytest.raises(ValueError, match="2 values for 3 seeds"):
         t.record("ml", "C", {"x": [1, 2]}, "cpu", seeds=[0, 1, 2])
 
