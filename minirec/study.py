@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +234,7 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
                  profile.name, seeds=list(by_seed), table="s2gr_choice", notes="a candidate")
     versus = {}
     if REFERENCE in fresh:
-        renamed = {s: Piece(label, p.seed, p.digest, p.per_user, p.meta, p.users) for s, p in by_seed.items()}
+        renamed = {s: replace(p, label=label) for s, p in by_seed.items()}
         versus = compare_pieces(renamed, fresh[REFERENCE], table, dataset, profile, n_boot)
     return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus}
 
