@@ -210,46 +210,77 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
 def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
                 n_boot: int) -> dict:
     """S²GR-mini's method-form setting chosen on mean validation NDCG@10 among the candidates trained on every seed
-    of the profile (a candidate with fewer seeds is listed, not chosen). The chosen setting's test score is recorded
-    once, with a paired bootstrap against TIGER-mini; nothing here reads a test score before the choice."""
+    of the profile; the chosen setting's test score is recorded once, with a paired bootstrap against TIGER-mini, and
+    nothing here reads a test score before the choice.
+
+    Settings are trained in rounds (successive halving): a setting with fewer seeds is *screened out* when, on the
+    seeds it has, its validation score trails the leading candidate's on the same seeds by more than the seed-to-seed
+    standard deviation of the candidates' validation scores (``screen``); otherwise it is *pending*, it needs every
+    seed, and the choice is provisional until it has them."""
     names = ["S²GR-mini", *S2GR_CHOICES]
-    complete = [n for n in names if n in fresh and set(profile.seeds) <= set(fresh[n])]
-    listing = {n: {"seeds": sorted(fresh[n]), "val": float(np.mean([p.meta["best_val_ndcg10"]
-                                                                   for p in fresh[n].values()])),
-                   "candidate": n in complete} for n in names if n in fresh}
-    for n, row in listing.items():
-        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in row["seeds"]]},
-                     profile.name, seeds=row["seeds"], table="s2gr_choice",
-                     notes="a candidate" if row["candidate"] else "too few seeds to be chosen")
+    val = {n: {s: p.meta["best_val_ndcg10"] for s, p in fresh[n].items()} for n in names if n in fresh}
+    complete = [n for n in val if set(profile.seeds) <= set(val[n])]
+    listing = {n: {"seeds": sorted(v), "val": float(np.mean(list(v.values()))),
+                   "status": "a candidate" if n in complete else "too few seeds to be chosen"} for n, v in val.items()}
     if len(complete) < 2:
-        return {"candidates": listing, "chosen": None}
+        for n, row in listing.items():
+            _record_setting(table, dataset, profile, n, val[n], row["status"])
+        return {"candidates": listing, "chosen": None, "provisional": True}
     chosen = max(complete, key=lambda n: listing[n]["val"])
+    margin = screen(val, complete, chosen)
+    for n in set(val) - set(complete):
+        listing[n]["status"] = "pending: needs every seed" if n not in margin["screened_out"] \
+            else "screened out (trails the leader beyond seed noise)"
+    provisional = any(r["status"].startswith("pending") for r in listing.values())
+    for n, row in listing.items():
+        _record_setting(table, dataset, profile, n, val[n], row["status"])
     by_seed = {s: fresh[chosen][s] for s in profile.seeds}
     label = f"S²GR-mini ({chosen.removeprefix('S²GR-mini').strip(' ,()')}, chosen on validation)" \
         if chosen != "S²GR-mini" else "S²GR-mini (headline setting, chosen on validation)"
     table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
                                   for m in RANKING_METRICS}, profile.name, seeds=list(by_seed),
-                 notes=f"chosen among {complete} on mean validation NDCG@10")
+                 notes=f"chosen among {complete} on mean validation NDCG@10"
+                       + ("; provisional: a pending setting lacks seeds" if provisional else ""))
     table.record(dataset, chosen, {"test_ndcg10": [float(p.per_user["ndcg@10"].mean()) for p in by_seed.values()]},
                  profile.name, seeds=list(by_seed), table="s2gr_choice", notes="a candidate")
     versus = {}
     if REFERENCE in fresh:
         renamed = {s: replace(p, label=label) for s, p in by_seed.items()}
         versus = compare_pieces(renamed, fresh[REFERENCE], table, dataset, profile, n_boot)
-    return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus}
+    return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus,
+            "provisional": provisional, "margin": margin["sd"]}
+
+
+def screen(val: dict[str, dict[int, float]], complete: list[str], leader: str) -> dict:
+    """Which incomplete settings trail ``leader`` beyond seed noise: the mean over a setting's own seeds of its
+    validation score minus the leader's on the same seed, against ``-sd``, where ``sd`` is the pooled seed-to-seed
+    standard deviation of the complete settings' validation scores (the noise one seed carries)."""
+    variances = [np.var(list(val[n].values()), ddof=1) for n in complete if len(val[n]) > 1]
+    sd = float(np.sqrt(np.mean(variances))) if variances else 0.0
+    out = [n for n in set(val) - set(complete)
+           if np.mean([v - val[leader][s] for s, v in val[n].items()]) < -sd]
+    return {"sd": sd, "screened_out": sorted(out)}
+
+
+def _record_setting(table: ResultsTable, dataset: str, profile: Profile, name: str, val: dict[int, float],
+                    status: str) -> None:
+    seeds = sorted(val)
+    table.record(dataset, name, {"val_ndcg10": [val[s] for s in seeds]}, profile.name, seeds=seeds,
+                 table="s2gr_choice", notes=status)
 
 
 def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study"):
     """What ``choose_s2gr`` recorded, for a notebook to show: one row per S²GR-mini setting (its mean validation
-    NDCG@10, its seeds, whether it could be chosen) and, for the chosen one only, its test NDCG@10; and TIGER-mini's
+    NDCG@10, its seeds, its status: a candidate, pending or screened out) and, for the chosen one only, its test
+    NDCG@10; and TIGER-mini's
     test NDCG@10 for scale. An empty frame where no study pieces were assembled."""
     import pandas as pd
 
     rows = {}
     for r in table.records:
         if (r["table"], r["dataset"], r["profile"]) == ("s2gr_choice", dataset, profile):
-            row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]),
-                                                "a candidate": r.get("notes") == "a candidate", "test NDCG@10": None})
+            row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]), "status": r.get("notes"),
+                                                "test NDCG@10": None})
             row[{"val_ndcg10": "val NDCG@10", "test_ndcg10": "test NDCG@10"}[r["metric"]]] = r["mean"]
     tiger = table.get(dataset, REFERENCE, "ndcg@10", profile=profile)
     return pd.DataFrame(rows).T, (tiger["mean"] if tiger else None)
@@ -358,7 +389,8 @@ def main(argv=None) -> None:
                     print("  ", res.verdict(label, other))
         print("S²GR-mini settings on validation:", choice["candidates"])
         if choice["chosen"]:
-            print(f"chosen on validation: {choice['chosen']}")
+            print(f"chosen on validation: {choice['chosen']}"
+                  f"{' (provisional: a pending setting lacks seeds)' if choice['provisional'] else ''}")
             for res in choice["vs_reference"].values():
                 print("  ", res.verdict(choice["label"], REFERENCE))
         for name in ("by_popularity", "by_history"):

@@ -209,7 +209,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
         study.load_pieces("synthetic", figs)
 
 
-def test_study_chooses_the_s2gr_setting_on_validation_among_complete_candidates(tmp_path):
+def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_settings(tmp_path):
     from dataclasses import replace as dc_replace
     from minirec import study
     from minirec.results import RANKING_METRICS, ResultsTable
@@ -225,11 +225,19 @@ def test_study_chooses_the_s2gr_setting_on_validation_among_complete_candidates(
     fresh = {"TIGER-mini": pieces("TIGER-mini", [0.1, 0.1], 0.2),
              "S²GR-mini": pieces("S²GR-mini", [0.10, 0.12], 0.9),            # the best test, not the best val
              "S²GR-mini (no alignment)": pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1),
-             "S²GR-mini, normed feedback": pieces("S²GR-mini, normed feedback", [0.5], 0.1, seeds=(0,))}
+             "S²GR-mini, normed feedback": pieces("S²GR-mini, normed feedback", [0.5], 0.1, seeds=(0,)),
+             "S²GR-mini (λ = 0.1)": pieces("S²GR-mini (λ = 0.1)", [0.05], 0.1, seeds=(0,)),
+             "S²GR-mini (soft targets, τ = 0.1)": pieces("S²GR-mini (soft targets, τ = 0.1)", [0.125], 0.1, seeds=(1,))}
     table = ResultsTable(tmp_path)
     choice = study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)
     assert choice["chosen"] == "S²GR-mini (no alignment)"                     # normed feedback has one seed only
-    assert not choice["candidates"]["S²GR-mini, normed feedback"]["candidate"]
+    # the seed noise is the pooled sd of (0.10, 0.12) and (0.13, 0.13): 0.01; each one-seed setting against the leader
+    assert choice["margin"] == pytest.approx(0.01) and choice["provisional"]
+    status = {n: row["status"] for n, row in choice["candidates"].items()}
+    assert status["S²GR-mini, normed feedback"].startswith("pending")         # far ahead on its seed: needs the rest
+    assert status["S²GR-mini (λ = 0.1)"].startswith("screened out")           # 0.08 behind on seed 0
+    assert status["S²GR-mini (soft targets, τ = 0.1)"].startswith("pending")  # 0.005 behind on seed 1: within noise
+    assert status["S²GR-mini"] == "a candidate"
     label = "S²GR-mini (no alignment, chosen on validation)"
     assert choice["label"] == label and choice["vs_reference"]["ndcg@10"].diff < 0
     expected = np.mean([p.per_user["ndcg@10"].mean() for p in fresh["S²GR-mini (no alignment)"].values()])
@@ -237,8 +245,11 @@ def test_study_chooses_the_s2gr_setting_on_validation_among_complete_candidates(
     assert table.get("synthetic", "S²GR-mini", "val_ndcg10", "s2gr_choice", profile.name)["mean"] == pytest.approx(0.11)
     frame, tiger = study.recorded_choice(table, "synthetic", profile.name)
     assert tiger is None and frame.loc["S²GR-mini (no alignment)", "test NDCG@10"] == pytest.approx(expected)
-    assert frame["test NDCG@10"].notna().sum() == 1 and not frame.loc["S²GR-mini, normed feedback", "a candidate"]
+    assert frame["test NDCG@10"].notna().sum() == 1 and frame.loc["S²GR-mini (λ = 0.1)", "status"].startswith("screened")
     assert frame.loc["S²GR-mini", "val NDCG@10"] == pytest.approx(0.11)
     assert study.recorded_choice(ResultsTable(tmp_path / "empty"), "synthetic")[0].empty
+    for name in ("S²GR-mini, normed feedback", "S²GR-mini (soft targets, τ = 0.1)"):   # no setting left pending
+        del fresh[name]
+    assert not study.choose_s2gr(fresh, ResultsTable(tmp_path / "c"), "synthetic", profile, 50)["provisional"]
     del fresh["S²GR-mini (no alignment)"]
     assert study.choose_s2gr(fresh, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
