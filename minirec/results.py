@@ -61,6 +61,21 @@ class ResultsTable:
         self.comparisons = _upsert(self.comparisons, row, ("profile", "dataset", "a", "b", "metric"))
         self.save()
 
+    def forget(self, dataset: str, profile: str, methods: Iterable[str], table: str = "ranking",
+               metric: str | None = None) -> None:
+        """Drop the rows of ``methods`` (of one metric, if given) from one table, and in the ranking table also the
+        comparisons they are side A of: what a re-run no longer makes (an earlier choice) leaves the table."""
+        methods = set(methods)
+
+        def mine(r: dict, method: str) -> bool:
+            return (r["dataset"], r["profile"]) == (dataset, profile) and method in methods
+
+        self.records = [r for r in self.records if not (mine(r, r["method"]) and r["table"] == table
+                                                       and metric in (None, r["metric"]))]
+        if table == "ranking" and metric is None:
+            self.comparisons = [c for c in self.comparisons if not mine(c, c["a"])]
+        self.save()
+
     def save(self) -> None:
         write_json(self.path, {"records": self.records, "comparisons": self.comparisons})
         write_text(self.dir / "results.md", self.markdown())

@@ -24,6 +24,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -223,10 +224,12 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
     listing = {n: {"seeds": sorted(v), "val": float(np.mean(list(v.values()))),
                    "status": "a candidate" if n in complete else "too few seeds to be chosen"} for n, v in val.items()}
     if len(complete) < 2:
+        _forget_earlier_choice(table, dataset, profile, names, None)
         for n, row in listing.items():
             _record_setting(table, dataset, profile, n, val[n], row["status"])
         return {"candidates": listing, "chosen": None, "provisional": True}
     chosen = max(complete, key=lambda n: listing[n]["val"])
+    _forget_earlier_choice(table, dataset, profile, names, chosen)
     margin = screen(val, complete, chosen)
     for n in set(val) - set(complete):
         listing[n]["status"] = "pending: needs every seed" if n not in margin["screened_out"] \
@@ -235,8 +238,7 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
     for n, row in listing.items():
         _record_setting(table, dataset, profile, n, val[n], row["status"])
     by_seed = {s: fresh[chosen][s] for s in profile.seeds}
-    label = f"S²GR-mini ({chosen.removeprefix('S²GR-mini').strip(' ,()')}, chosen on validation)" \
-        if chosen != "S²GR-mini" else "S²GR-mini (headline setting, chosen on validation)"
+    label = chosen_label(chosen)
     table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
                                   for m in RANKING_METRICS}, profile.name, seeds=list(by_seed),
                  notes=f"chosen among {complete} on mean validation NDCG@10"
@@ -249,6 +251,23 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
         versus = compare_pieces(renamed, fresh[REFERENCE], table, dataset, profile, n_boot)
     return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus,
             "provisional": provisional, "margin": margin["sd"]}
+
+
+def _forget_earlier_choice(table: ResultsTable, dataset: str, profile: Profile, names: list[str],
+                           chosen: str | None) -> None:
+    """The rows an earlier choice left, when it is no longer the choice: its test rows and comparisons, and its
+    groups in the popularity and history breakdowns (only the chosen setting has those)."""
+    table.forget(dataset, profile.name, [chosen_label(n) for n in names if n != chosen])
+    table.forget(dataset, profile.name, [n for n in names if n != chosen], table="s2gr_choice", metric="test_ndcg10")
+    for name in ("by_popularity", "by_history"):
+        table.forget(dataset, profile.name, [r["method"] for r in table.records if r["table"] == name and any(
+            r["method"].startswith(f"{n} [") for n in S2GR_CHOICES if n != chosen)], table=name)
+
+
+def chosen_label(setting: str) -> str:
+    """The results-table name of a setting once validation has chosen it."""
+    return f"S²GR-mini ({setting.removeprefix('S²GR-mini').strip(' ,()')}, chosen on validation)" \
+        if setting != "S²GR-mini" else "S²GR-mini (headline setting, chosen on validation)"
 
 
 def screen(val: dict[str, dict[int, float]], complete: list[str], leader: str) -> dict:
@@ -269,21 +288,41 @@ def _record_setting(table: ResultsTable, dataset: str, profile: Profile, name: s
                  table="s2gr_choice", notes=status)
 
 
-def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study"):
+def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study") -> RecordedChoice:
     """What ``choose_s2gr`` recorded, for a notebook to show: one row per S²GR-mini setting (its mean validation
-    NDCG@10, its seeds, its status: a candidate, pending or screened out) and, for the chosen one only, its test
-    NDCG@10; and TIGER-mini's
-    test NDCG@10 for scale. An empty frame where no study pieces were assembled."""
+    NDCG@10, its seeds, its mean gap to the chosen setting on the seeds both have, its status: a candidate, pending or
+    screened out) and, for the chosen one only, its test NDCG@10; TIGER-mini's test NDCG@10 for scale; and the seed
+    noise the screen used. An empty frame where no study pieces were assembled."""
     import pandas as pd
 
-    rows = {}
+    rows, val = {}, {}
     for r in table.records:
         if (r["table"], r["dataset"], r["profile"]) == ("s2gr_choice", dataset, profile):
-            row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]), "status": r.get("notes"),
-                                                "test NDCG@10": None})
+            row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]), "vs chosen": None,
+                                                "status": r.get("notes"), "test NDCG@10": None})
             row[{"val_ndcg10": "val NDCG@10", "test_ndcg10": "test NDCG@10"}[r["metric"]]] = r["mean"]
+            if r["metric"] == "val_ndcg10":
+                val[r["method"]] = dict(zip(r["seeds"], r["values"]))
+    chosen = [n for n, row in rows.items() if row["test NDCG@10"] is not None]
+    seed_sd = None
+    if chosen:
+        leader = val[chosen[0]]
+        seed_sd = screen(val, [n for n, row in rows.items() if row["status"] == "a candidate"], chosen[0])["sd"]
+        for n, row in rows.items():
+            shared = sorted(set(val[n]) & set(leader))
+            row["vs chosen"] = float(np.mean([val[n][s] - leader[s] for s in shared])) if shared else None
     tiger = table.get(dataset, REFERENCE, "ndcg@10", profile=profile)
-    return pd.DataFrame(rows).T, (tiger["mean"] if tiger else None)
+    frame = pd.DataFrame(rows).T
+    for column in ("val NDCG@10", "seeds", "vs chosen", "test NDCG@10"):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column])           # None becomes NaN
+    return RecordedChoice(frame, tiger["mean"] if tiger else None, seed_sd)
+
+
+class RecordedChoice(NamedTuple):
+    frame: "pd.DataFrame"
+    tiger_test: float | None        # TIGER-mini's test NDCG@10, for scale
+    seed_sd: float | None           # the pooled seed-to-seed sd of the candidates' validation scores (``screen``)
 
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,

@@ -243,7 +243,10 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     expected = np.mean([p.per_user["ndcg@10"].mean() for p in fresh["S²GR-mini (no alignment)"].values()])
     assert table.get("synthetic", label, "ndcg@10", profile=profile.name)["mean"] == pytest.approx(expected)
     assert table.get("synthetic", "S²GR-mini", "val_ndcg10", "s2gr_choice", profile.name)["mean"] == pytest.approx(0.11)
-    frame, tiger = study.recorded_choice(table, "synthetic", profile.name)
+    frame, tiger, seed_sd = study.recorded_choice(table, "synthetic", profile.name)
+    assert seed_sd == pytest.approx(0.01) and frame.loc["S²GR-mini (no alignment)", "vs chosen"] == 0
+    assert frame.loc["S²GR-mini", "vs chosen"] == pytest.approx(-0.02)            # (0.10 - 0.13 + 0.12 - 0.13) / 2
+    assert frame.loc["S²GR-mini (λ = 0.1)", "vs chosen"] == pytest.approx(-0.08)  # on the one seed it has
     assert tiger is None and frame.loc["S²GR-mini (no alignment)", "test NDCG@10"] == pytest.approx(expected)
     assert frame["test NDCG@10"].notna().sum() == 1 and frame.loc["S²GR-mini (λ = 0.1)", "status"].startswith("screened")
     assert frame.loc["S²GR-mini", "val NDCG@10"] == pytest.approx(0.11)
@@ -253,3 +256,16 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     assert not study.choose_s2gr(fresh, ResultsTable(tmp_path / "c"), "synthetic", profile, 50)["provisional"]
     del fresh["S²GR-mini (no alignment)"]
     assert study.choose_s2gr(fresh, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
+
+    # a later round changes the choice: what the earlier choice wrote leaves the table, and only the new one has rows
+    table.record("synthetic", "S²GR-mini (no alignment) [tail]", {"ndcg@10": [0.1]}, profile.name, seeds=[0],
+                 table="by_popularity")
+    fresh["S²GR-mini (no alignment)"] = pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1)
+    fresh["S²GR-mini (λ = 0.1)"] = pieces("S²GR-mini (λ = 0.1)", [0.2, 0.2], 0.1)
+    assert study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)["chosen"] == "S²GR-mini (λ = 0.1)"
+    assert table.get("synthetic", label, "ndcg@10", profile=profile.name) is None
+    assert not [c for c in table.comparisons if c["a"] == label]
+    assert table.get("synthetic", "S²GR-mini (no alignment) [tail]", "ndcg@10", "by_popularity", profile.name) is None
+    frame = study.recorded_choice(table, "synthetic", profile.name).frame
+    assert frame.index[frame["test NDCG@10"].notna()].tolist() == ["S²GR-mini (λ = 0.1)"]
+    assert table.get("synthetic", "S²GR-mini (λ = 0.1, chosen on validation)", "ndcg@10", profile=profile.name)
