@@ -50,14 +50,15 @@ def history_groups(stage: EvalStage) -> np.ndarray:
 
 def by_group(per_user: dict[str, np.ndarray], groups: np.ndarray, reference: str, n_boot: int = 2000,
              order: list[str] | None = None) -> pd.DataFrame:
-    """One row per (group, model): users, mean, and the difference to ``reference`` with its 95% interval."""
+    """One row per (group, model): users, mean, and the difference to ``reference`` with its 95% interval; the
+    bootstrap results themselves are in ``frame.attrs["bootstrap"]``, keyed by (group, model)."""
     if reference not in per_user:
         raise ValueError(f"reference {reference!r} is not among the models {sorted(per_user)}")
     groups = np.asarray(groups, dtype=object)
     sizes = {len(v) for v in per_user.values()} | {len(groups)}
     if len(sizes) != 1:
         raise ValueError(f"per-user arrays and groups must have one length, got {sorted(sizes)}")
-    rows = []
+    rows, results = [], {}
     for group in order or list(dict.fromkeys(groups)):
         keep = groups == group
         if not keep.any():
@@ -65,8 +66,10 @@ def by_group(per_user: dict[str, np.ndarray], groups: np.ndarray, reference: str
         for name, values in per_user.items():
             row = {"group": group, "model": name, "users": int(keep.sum()), "mean": float(values[keep].mean())}
             if name != reference:
-                res = paired_bootstrap(values[keep], per_user[reference][keep], n_boot=n_boot)
+                res = results[group, name] = paired_bootstrap(values[keep], per_user[reference][keep], n_boot=n_boot)
                 row.update({f"− {reference}": res.diff, "95% CI": f"[{res.low:+.4f}, {res.high:+.4f}]",
                             "verdict": ("better" if res.diff > 0 else "worse") if res.significant else "within noise"})
             rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["bootstrap"] = results
+    return frame

@@ -63,8 +63,9 @@ class ResultsTable:
 
     def forget(self, dataset: str, profile: str, methods: Iterable[str], table: str = "ranking",
                metric: str | None = None) -> None:
-        """Drop the rows of ``methods`` (of one metric, if given) from one table, and in the ranking table also the
-        comparisons they are side A of: what a re-run no longer makes (an earlier choice) leaves the table."""
+        """Drop the rows of ``methods`` (of one metric, if given) from one table, and the
+        comparisons they are side A of (unless one metric is named): what a re-run no longer makes (an earlier
+        choice) leaves the table."""
         methods = set(methods)
 
         def mine(r: dict, method: str) -> bool:
@@ -72,7 +73,7 @@ class ResultsTable:
 
         self.records = [r for r in self.records if not (mine(r, r["method"]) and r["table"] == table
                                                        and metric in (None, r["metric"]))]
-        if table == "ranking" and metric is None:
+        if metric is None:
             self.comparisons = [c for c in self.comparisons if not mine(c, c["a"])]
         self.save()
 

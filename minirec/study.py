@@ -374,6 +374,9 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
                 own, values = [0], [row.mean]
             table.record(split.dataset.name, f"{row.model} [{row.group}]", {"ndcg@10": values}, profile.name,
                          seeds=own, table=name, notes=f"{row.users} users")
+            if (row.group, row.model) in frame.attrs["bootstrap"]:     # the paired interval inside the group
+                table.compare(split.dataset.name, f"{row.model} [{row.group}]", f"{REFERENCE} [{row.group}]",
+                              frame.attrs["bootstrap"][row.group, row.model], profile.name)
         frames[name] = frame
     return {"seeds": seeds, **frames}
 

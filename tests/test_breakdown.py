@@ -35,6 +35,8 @@ def test_by_group_compares_inside_each_group():
     rows = frame[frame["model"] == "model"].set_index("group")
     assert rows.loc["a", "verdict"] == "better" and rows.loc["b", "verdict"] == "within noise"
     assert rows.loc["a", "mean"] == pytest.approx(1.0) and rows.loc["a", "users"] == 50
+    assert frame.attrs["bootstrap"]["a", "model"].diff == pytest.approx(rows.loc["a", "− ref"])
+    assert ("a", "ref") not in frame.attrs["bootstrap"] and frame.attrs["bootstrap"]["b", "model"].n_users == 50
     with pytest.raises(ValueError, match="reference 'nope'"):
         by_group({"ref": ref}, groups, reference="nope")
     with pytest.raises(ValueError, match="one length"):

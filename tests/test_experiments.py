@@ -190,6 +190,9 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert long["mean"].item() == pytest.approx(np.mean([made["Other", s].per_user["ndcg@10"][keep].mean()
                                                          for s in (0, 1)]))
     kept = table.get("synthetic", "Other [long]", "ndcg@10", "by_history", profile.name)
+    (interval,) = [c for c in table.comparisons if c["a"] == "Other [long]"]     # the paired interval in the group
+    assert interval["b"] == "TIGER-mini [long]" and interval["n_users"] == keep.sum()
+    assert interval["diff"] == pytest.approx(long["− TIGER-mini"].item())
     assert kept["seeds"] == [0, 1] and kept["mean"] == pytest.approx(long["mean"].item())
     # a checkpoint chosen on held-out users: compared with the usual choice on the test users both have
     held = hold_out_users(split, share=0.2)
@@ -212,6 +215,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
 def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_settings(tmp_path):
     from dataclasses import replace as dc_replace
     from minirec import study
+    from minirec.metrics import paired_bootstrap
     from minirec.results import RANKING_METRICS, ResultsTable
 
     profile = dc_replace(get_profile("smoke"), seeds=(0, 1))
@@ -260,12 +264,15 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     # a later round changes the choice: what the earlier choice wrote leaves the table, and only the new one has rows
     table.record("synthetic", "S²GR-mini (no alignment) [tail]", {"ndcg@10": [0.1]}, profile.name, seeds=[0],
                  table="by_popularity")
+    table.compare("synthetic", "S²GR-mini (no alignment) [tail]", "TIGER-mini [tail]",
+                  paired_bootstrap(np.ones(5), np.zeros(5), n_boot=20), profile.name)
     fresh["S²GR-mini (no alignment)"] = pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1)
     fresh["S²GR-mini (λ = 0.1)"] = pieces("S²GR-mini (λ = 0.1)", [0.2, 0.2], 0.1)
     assert study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)["chosen"] == "S²GR-mini (λ = 0.1)"
     assert table.get("synthetic", label, "ndcg@10", profile=profile.name) is None
     assert not [c for c in table.comparisons if c["a"] == label]
     assert table.get("synthetic", "S²GR-mini (no alignment) [tail]", "ndcg@10", "by_popularity", profile.name) is None
+    assert not [c for c in table.comparisons if c["a"] == "S²GR-mini (no alignment) [tail]"]
     frame = study.recorded_choice(table, "synthetic", profile.name).frame
     assert frame.index[frame["test NDCG@10"].notna()].tolist() == ["S²GR-mini (λ = 0.1)"]
     assert table.get("synthetic", "S²GR-mini (λ = 0.1, chosen on validation)", "ndcg@10", profile=profile.name)
