@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .data import EvalStage, LeaveOneOutSplit
-from .metrics import paired_bootstrap
+from .metrics import direction, paired_bootstrap
 
 COLD = 5   # a target item with fewer training interactions than this is "cold"
 
@@ -68,7 +68,7 @@ def by_group(per_user: dict[str, np.ndarray], groups: np.ndarray, reference: str
             if name != reference:
                 res = results[group, name] = paired_bootstrap(values[keep], per_user[reference][keep], n_boot=n_boot)
                 row.update({f"− {reference}": res.diff, "95% CI": f"[{res.low:+.4f}, {res.high:+.4f}]",
-                            "verdict": ("better" if res.diff > 0 else "worse") if res.significant else "within noise"})
+                            "verdict": direction(res.diff, res.significant)})
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["bootstrap"] = results

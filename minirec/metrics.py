@@ -127,6 +127,11 @@ class BootstrapResult:
         return text + " -> within noise: the interval contains zero."
 
 
+def direction(diff: float, significant: bool, better: str = "better", worse: str = "worse") -> str:
+    """A short verdict for a table cell: ``better`` or ``worse`` beyond bootstrap noise, else ``within noise``."""
+    return (better if diff > 0 else worse) if significant else "within noise"
+
+
 def format_relative(relative: float) -> str:
     """`` (+12.3%)``, or nothing when the reference scores 0 and the ratio is undefined."""
     return f" ({relative:+.1%})" if np.isfinite(relative) else ""

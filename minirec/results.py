@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from .artifacts import figures_dir as default_figures_dir, git_commit, write_json, write_text
-from .metrics import BootstrapResult, format_relative
+from .metrics import BootstrapResult, direction, format_relative
 
 PROFILE_ORDER = ("study", "gpu", "course", "smoke")
 RANKING_METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -124,7 +124,7 @@ class ResultsTable:
             out += ["### paired bootstrap comparisons (95% CI over users)", "",
                     "| dataset | A | B | metric | A | B | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|---|"]
             for c in comparisons:
-                verdict = ("A better" if c["diff"] > 0 else "B better") if c["significant"] else "within noise"
+                verdict = direction(c["diff"], c["significant"], "A better", "B better")
                 out.append(f"| {c['dataset']} | {_escape(c['a'])} | {_escape(c['b'])} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")

@@ -30,7 +30,7 @@ import numpy as np
 
 from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit
 from .experiments import RunSpec, digest, fingerprint, run
-from .metrics import paired_bootstrap
+from .metrics import direction, paired_bootstrap
 from .profiles import Profile, get_profile
 from .results import RANKING_METRICS, ResultsTable
 
@@ -323,6 +323,21 @@ class RecordedChoice(NamedTuple):
     frame: "pd.DataFrame"
     tiger_test: float | None        # TIGER-mini's test NDCG@10, for scale
     seed_sd: float | None           # the pooled seed-to-seed sd of the candidates' validation scores (``screen``)
+
+
+def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"):
+    """What ``breakdowns`` recorded, for a notebook to show: one row per (model, group) with the paired difference to
+    TIGER-mini inside the group, its 95% interval and the verdict (groups in the order they were recorded)."""
+    import pandas as pd
+
+    rows = []
+    for c in table.comparisons:
+        model, _, group = c["a"].rpartition(" [")
+        if (c["dataset"], c["profile"]) == (dataset, profile) and c["b"] == f"{REFERENCE} [{group}":
+            rows.append({"model": model, "group": group.rstrip("]"), "users": c["n_users"], "diff": c["diff"],
+                         "low": c["ci95"][0], "high": c["ci95"][1],
+                         "verdict": direction(c["diff"], c["significant"])})
+    return pd.DataFrame(rows, columns=["model", "group", "users", "diff", "low", "high", "verdict"])
 
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,

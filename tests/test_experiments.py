@@ -193,6 +193,9 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     (interval,) = [c for c in table.comparisons if c["a"] == "Other [long]"]     # the paired interval in the group
     assert interval["b"] == "TIGER-mini [long]" and interval["n_users"] == keep.sum()
     assert interval["diff"] == pytest.approx(long["− TIGER-mini"].item())
+    shown = study.recorded_breakdown(table, "synthetic", profile.name).set_index(["model", "group"])
+    assert shown.loc[("Other", "long"), "diff"] == pytest.approx(interval["diff"]) and ("TIGER-mini", "long") not in shown.index
+    assert shown.loc[("Other", "long"), "verdict"] == long["verdict"].item()
     assert kept["seeds"] == [0, 1] and kept["mean"] == pytest.approx(long["mean"].item())
     # a checkpoint chosen on held-out users: compared with the usual choice on the test users both have
     held = hold_out_users(split, share=0.2)
