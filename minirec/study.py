@@ -35,6 +35,11 @@ from .profiles import Profile, get_profile
 from .results import RANKING_METRICS, ResultsTable
 
 REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
+SASREC = "SASRec (first grid setting)"    # the setting notebook 02 chose on validation: the tuned bar
+BASE, ALIGN, REASON = ("OneRec-Think Base (SID SFT)", "OneRec-Think + itemic alignment",
+                       "OneRec-Think + alignment + reasoning")
+# OneRec-Think's ablation (issue 15): each stage against the one before it, and against the tuned SASRec
+STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC))
 HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
@@ -53,18 +58,18 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
     texts = ds.items["text"].tolist()
     arch = profile.arch("generative")
-    base = RunSpec("OneRec-Think Base (SID SFT)", OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
-    align = base.variant("OneRec-Think warm-up", stage="warmup").then("OneRec-Think + itemic alignment", stage="align")
+    base = RunSpec(BASE, OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
+    align = base.variant("OneRec-Think warm-up", stage="warmup").then(ALIGN, stage="align")
     tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
     s2gr = RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)
     # labels of their own: notebook 02 chose SASRec's setting on validation over the grid, and notebook 05b's item-ID
     # rows have more seeds (made with the first study recipe); a piece must not replace either
-    sasrec = sasrec_spec(split, profile, label="SASRec (first grid setting)", seeds=(0,), **profile.sasrec_grid[0])
+    sasrec = sasrec_spec(split, profile, label=SASREC, seeds=(0,), **profile.sasrec_grid[0])
     specs = [sasrec, tiger,
              tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
              s2gr,
              *(s2gr.variant(label, **changes) for label, changes in S2GR_CHOICES.items()),
-             base, align, align.then("OneRec-Think + alignment + reasoning", stage="reason")]
+             base, align, align.then(REASON, stage="reason")]
     return {spec.label: spec for spec in specs}
 
 
@@ -81,13 +86,12 @@ S2GR_CHOICES = {
 
 
 # short names for the command line
-ALIASES = {"SASRec": "SASRec (first grid setting)", "S2GR-mini": "S²GR-mini",
+ALIASES = {"SASRec": SASREC, "S2GR-mini": "S²GR-mini",
            "item-ID-TIGER": "TIGER-mini (item-ID tokens), study piece",
            "S2GR-noalign": "S²GR-mini (no alignment)", "S2GR-lambda0.1": "S²GR-mini (λ = 0.1)",
            "S2GR-soft": "S²GR-mini (soft targets, τ = 0.1)", "S2GR-soft0.5": "S²GR-mini (soft targets, τ = 0.5)",
            "S2GR-normed": "S²GR-mini, normed feedback", "S2GR-levelhidden": "S²GR-mini, level vectors at hidden scale",
-           "OneRec-base": "OneRec-Think Base (SID SFT)",
-           "OneRec-align": "OneRec-Think + itemic alignment", "OneRec-reason": "OneRec-Think + alignment + reasoning"}
+           "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON}
 
 
 def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
@@ -123,6 +127,7 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
             "curve": curve, "commit": git_commit(), "users": len(split.test)}
+    meta.update(stage_diagnostics(fit.module, split))
     made_by = digest(fingerprint(spec, split, profile))
     piece = Piece(spec.label, int(seed), made_by, runs.per_user_by_seed[seed], meta)
     path = piece_path(split.dataset.name, spec.label, seed, figures_dir)
@@ -132,6 +137,34 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
                                 users=np.asarray(split.test.users), **piece.per_user)
     piece.users = np.asarray(split.test.users)
     return piece
+
+
+def stage_diagnostics(module, split) -> dict:
+    """What a OneRec-Think piece measures besides ranking (issue 15's targets, notebooks 07-08): after alignment,
+    the captions it writes for items never captioned in training and for items it was taught ("explain this item
+    token"); after reasoning, how often its test rationale names a genre of the item watched next. Nothing for
+    other models."""
+    from . import itemic, reasoning
+    from .onerec import OneRecThink, recommend
+
+    if not isinstance(module, OneRecThink) or module.config.stage in ("base", "warmup"):
+        return {}
+    ds = split.dataset
+    module.eval()
+    held_out = module.held_out_items(ds.n_items)
+    taught = np.setdiff1d(np.arange(ds.n_items), held_out)[:len(held_out)]
+    out = {"captions": {group: {k: float(v.mean()) for k, v in
+                                itemic.caption_scores(module.caption(items.tolist()), ds, items).items()}
+                        for group, items in (("held-out items", held_out), ("captioned in training", taught))}}
+    if module.config.stage == "reason":
+        _, rationales = recommend(module, split.test, k=10)
+        genres = list(ds.items["genres"])
+        vocabulary = sorted({g for gs in genres for g in gs})
+        agree = reasoning.genre_agreement(rationales, split.test.targets, genres, vocabulary)
+        out["rationales"] = {"names a target genre": float(agree["any"].mean()),
+                             "names every target genre": float(agree["all"].mean()),
+                             "distinct": len(set(rationales)), "users": len(rationales)}
+    return out
 
 
 def load_pieces(dataset: str, figures_dir: str | Path | None = None) -> list[Piece]:
@@ -200,12 +233,37 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                      {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
         summary[label]["epoch_seconds_ratio"] = ratio
         summary[label]["common_seeds"] = common
+    for a, b in STEPS:
+        if a in fresh and b in fresh and set(fresh[a]) & set(fresh[b]):
+            summary[a].setdefault("vs_steps", {})[b] = compare_pieces(fresh[a], fresh[b], table, dataset, profile,
+                                                                      n_boot)
+    for label, by_seed in fresh.items():
+        record_stage_diagnostics(label, by_seed, table, dataset, profile)
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
                                        and (k not in S2GR_CHOICES or k == chosen)}, table, split,
                                       profile, n_boot)
     return summary
+
+
+def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: ResultsTable, dataset: str,
+                             profile: Profile) -> None:
+    """The captions and rationales ``stage_diagnostics`` measured, one row per (stage, item group), over seeds."""
+    seeds = [s for s in sorted(by_seed) if "captions" in by_seed[s].meta]
+    if not seeds:
+        return
+    for group in by_seed[seeds[0]].meta["captions"]:
+        scores = [by_seed[s].meta["captions"][group] for s in seeds]
+        table.record(dataset, f"{label}: captions of {group}", {k: [row[k] for row in scores] for k in scores[0]},
+                     profile.name, seeds=seeds, table="stage_diagnostics")
+    seeds = [s for s in seeds if "rationales" in by_seed[s].meta]
+    if seeds:
+        table.record(dataset, f"{label}: test rationales",
+                     {"names_target_genre": [by_seed[s].meta["rationales"]["names a target genre"] for s in seeds],
+                      "names_every_target_genre": [by_seed[s].meta["rationales"]["names every target genre"]
+                                                   for s in seeds]},
+                     profile.name, seeds=seeds, table="stage_diagnostics")
 
 
 def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
@@ -443,6 +501,9 @@ def main(argv=None) -> None:
             others = {"vs_reference": REFERENCE + protocol, "vs_usual_validation": label[:-len(HELD_OUT)]}
             for key, other in others.items():
                 for res in s.get(key, {}).values():
+                    print("  ", res.verdict(label, other))
+            for other, results in s.get("vs_steps", {}).items():
+                for res in results.values():
                     print("  ", res.verdict(label, other))
         print("S²GR-mini settings on validation:", choice["candidates"])
         if choice["chosen"]:

@@ -279,3 +279,38 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     frame = study.recorded_choice(table, "synthetic", profile.name).frame
     assert frame.index[frame["test NDCG@10"].notna()].tolist() == ["S²GR-mini (λ = 0.1)"]
     assert table.get("synthetic", "S²GR-mini (λ = 0.1, chosen on validation)", "ndcg@10", profile=profile.name)
+
+
+def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_diagnostics(setup, tmp_path):
+    from minirec import study
+    from minirec.results import RANKING_METRICS, ResultsTable
+
+    split, *_ = setup
+    rng = np.random.default_rng(0)
+    n = len(split.test)
+
+    def pieces(label, level, seeds=(0, 1), **meta):
+        return {s: study.Piece(label, s, "d", {m: np.clip(rng.normal(level, 0.05, n), 0, 1) for m in RANKING_METRICS},
+                               {"best_val_ndcg10": level, "epochs": 2, "seconds": 4.0, **meta}) for s in seeds}
+
+    captions = {"held-out items": {"genre_accuracy": 0.5, "title_exact": 0.0},
+                "captioned in training": {"genre_accuracy": 0.9, "title_exact": 0.25}}
+    fresh = {study.BASE: pieces(study.BASE, 0.2), study.SASREC: pieces(study.SASREC, 0.5),
+             study.ALIGN: pieces(study.ALIGN, 0.3, captions=captions),
+             study.REASON: pieces(study.REASON, 0.4, seeds=(0,), captions=captions,
+                                  rationales={"names a target genre": 0.75, "names every target genre": 0.5})}
+    table = ResultsTable(tmp_path)
+    summary = study.assemble(fresh, table, split, get_profile("smoke"), n_boot=50)
+    assert set(summary[study.ALIGN]["vs_steps"]) == {study.BASE, study.SASREC}
+    assert set(summary[study.REASON]["vs_steps"]) == {study.ALIGN, study.BASE, study.SASREC}
+    step = summary[study.REASON]["vs_steps"][study.ALIGN]["ndcg@10"]        # on the one seed both have
+    assert step.diff == pytest.approx(fresh[study.REASON][0].per_user["ndcg@10"].mean()
+                                      - fresh[study.ALIGN][0].per_user["ndcg@10"].mean())
+    assert {(c["a"], c["b"]) for c in table.comparisons} >= {(a, b) for a, b in study.STEPS}
+    row = table.get("synthetic", f"{study.ALIGN}: captions of held-out items", "genre_accuracy", "stage_diagnostics",
+                    "smoke")
+    assert row["seeds"] == [0, 1] and row["mean"] == pytest.approx(0.5)
+    row = table.get("synthetic", f"{study.REASON}: test rationales", "names_target_genre", "stage_diagnostics", "smoke")
+    assert row["seeds"] == [0] and row["mean"] == pytest.approx(0.75)
+    assert table.get("synthetic", f"{study.BASE}: test rationales", "names_target_genre", "stage_diagnostics",
+                     "smoke") is None

@@ -296,3 +296,19 @@ def test_refinement_loop_runs_inside_training(setup, trained, tmp_path):
     fit(module, module.make_datamodule(split), profile, tmp_path / "fit")
     data = module.reason_data
     assert len(data.own) + len(data.dropped) > 0 and not set(data.own) & data.dropped    # the loop ran and decided
+
+
+def test_a_stage_study_piece_measures_its_captions_and_rationales(setup, trained):
+    """What ``study.stage_diagnostics`` keeps in a piece: nothing for Base, captions after alignment, and rationales
+    too after reasoning, each the same numbers the notebooks compute."""
+    from minirec import study
+    split, *_ = setup
+    assert study.stage_diagnostics(trained["base"].module, split) == {}
+    aligned = study.stage_diagnostics(trained["align"].module, split)
+    held = trained["align"].module.held_out_items(split.dataset.n_items)
+    expected = itemic.caption_scores(trained["align"].module.caption(held.tolist()), split.dataset, held)
+    assert aligned["captions"]["held-out items"] == pytest.approx({k: v.mean() for k, v in expected.items()})
+    assert set(aligned["captions"]) == {"held-out items", "captioned in training"} and "rationales" not in aligned
+    reasoned = study.stage_diagnostics(trained["reason"].module, split)["rationales"]
+    assert reasoned["users"] == len(split.test) and 1 <= reasoned["distinct"] <= len(split.test)
+    assert 0 <= reasoned["names every target genre"] <= reasoned["names a target genre"] <= 1
