@@ -12,7 +12,14 @@ validation -> test gap and the per-epoch training cost into the results table::
 
     python -m minirec.study --model S2GR-mini --seed 1     # one piece
     python -m minirec.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
+    python -m minirec.study --model OneRec-RL --seed 0      # every GRPO setting of notebook 09's study grid
+    python -m minirec.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
     python -m minirec.study --assemble                      # the table from the pieces there are
+
+Settings are chosen on validation among the pieces: S²GR-mini's method-form settings (``choose_s2gr``) and GRPO's
+(reward, learning rate) (``choose_rl``); OneRec-Think's stages are compared each with the one before it and with
+the tuned SASRec (``STEPS``), and a Think-Ahead piece records its latency and the share of the reasoning model's
+gain it keeps (``record_serving``).
 
 The headline specs are built here exactly as notebook 06 builds them, so a piece and the
 notebook's study run train the same thing (the same fingerprint, the same checkpoint folder).
@@ -31,15 +38,18 @@ import numpy as np
 from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit
 from .experiments import RunSpec, digest, fingerprint, run
 from .metrics import direction, paired_bootstrap
-from .profiles import Profile, get_profile
+from .profiles import Profile, get_profile, with_recipe
 from .results import RANKING_METRICS, ResultsTable
 
 REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
 SASREC = "SASRec (first grid setting)"    # the setting notebook 02 chose on validation: the tuned bar
+THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
 BASE, ALIGN, REASON = ("OneRec-Think Base (SID SFT)", "OneRec-Think + itemic alignment",
                        "OneRec-Think + alignment + reasoning")
 # OneRec-Think's ablation (issue 15): each stage against the one before it, and against the tuned SASRec
-STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC))
+STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
+         (THINK_AHEAD, REASON))
+CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings chosen among (notebook 10's)
 HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
@@ -48,6 +58,7 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     """SASRec (the references' first grid setting), TIGER-mini, item-ID TIGER, S²GR-mini (the method's form) and
     OneRec-Think's three ranking stages on notebook 04's SID table, as notebooks 02, 05b, 06, 07 and 08 build them."""
     from .generative import GenerativeRecommender, GenRecConfig
+    from .grpo import ReasoningRL
     from .itemic import tokenizer_corpus
     from .onerec import OneRecConfig, OneRecThink
     from .quantizers import cached_sid_table
@@ -60,6 +71,7 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     arch = profile.arch("generative")
     base = RunSpec(BASE, OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
     align = base.variant("OneRec-Think warm-up", stage="warmup").then(ALIGN, stage="align")
+    reason = align.then(REASON, stage="reason")
     tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
     s2gr = RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)
     # labels of their own: notebook 02 chose SASRec's setting on validation over the grid, and notebook 05b's item-ID
@@ -69,8 +81,26 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
              tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
              s2gr,
              *(s2gr.variant(label, **changes) for label, changes in S2GR_CHOICES.items()),
-             base, align, align.then(REASON, stage="reason")]
+             base, align, reason]
+    # GRPO from the reasoning model, every (reward, learning rate) of notebook 09's study grid; the group size, beams
+    # and prompts per epoch are GRPOConfig's defaults, as notebook 09 sets them
+    specs += [reason.then(label, model=ReasoningRL, reward=reward)
+              for label, (reward, _) in rl_candidates(profile).items()]
     return {spec.label: spec for spec in specs}
+
+
+def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
+    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (notebook 09's study grid:
+    every reward at the recipe's learning rate and at the paper's 1e-5)."""
+    from .grpo import REWARDS
+    return {f"OneRec-Think + RL (GRPO, {name} reward, lr {lr:g})": (name, lr)
+            for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
+
+
+def piece_profile(label: str, profile: Profile) -> Profile:
+    """The profile a piece trains under: the study profile, with a GRPO candidate's learning rate where it has one."""
+    lr = rl_candidates(profile).get(label.removesuffix(HELD_OUT), (None, None))[1]
+    return profile if lr is None else with_recipe(profile, "rl", lr=lr)
 
 
 # The method-form settings issue 14 asks to choose on validation, each a variant of "S²GR-mini" (the headline:
@@ -91,7 +121,11 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": "S²GR-mini",
            "S2GR-noalign": "S²GR-mini (no alignment)", "S2GR-lambda0.1": "S²GR-mini (λ = 0.1)",
            "S2GR-soft": "S²GR-mini (soft targets, τ = 0.1)", "S2GR-soft0.5": "S²GR-mini (soft targets, τ = 0.5)",
            "S2GR-normed": "S²GR-mini, normed feedback", "S2GR-levelhidden": "S²GR-mini, level vectors at hidden scale",
-           "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON}
+           "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD}
+
+
+# what a piece keeps of its training curve: every model's validation and learning rate, and GRPO's signal
+CURVE_KEYS = ("epoch", "val_ndcg10", "lr", "reward", "hit_any", "flat_groups", "kl", "clipped")
 
 
 def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
@@ -123,20 +157,51 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     spec = spec.variant(spec.label, seeds=(seed,))
     runs = run(spec, split, profile, runs_dir=runs_dir)
     fit = runs.fits[0]
-    curve = [{k: row[k] for k in ("epoch", "val_ndcg10", "lr") if k in row} for row in fit.curves]
+    curve = [{k: row[k] for k in CURVE_KEYS if k in row} for row in fit.curves]
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
             "curve": curve, "commit": git_commit(), "users": len(split.test)}
     meta.update(stage_diagnostics(fit.module, split))
-    made_by = digest(fingerprint(spec, split, profile))
-    piece = Piece(spec.label, int(seed), made_by, runs.per_user_by_seed[seed], meta)
-    path = piece_path(split.dataset.name, spec.label, seed, figures_dir)
-    with atomic_path(path) as tmp:
+    piece = Piece(spec.label, int(seed), digest(fingerprint(spec, split, profile)), runs.per_user_by_seed[seed], meta,
+                  np.asarray(split.test.users))
+    return save_piece(piece, split.dataset.name, figures_dir)
+
+
+def save_piece(piece: Piece, dataset: str, figures_dir: str | Path | None = None) -> Piece:
+    """Write a piece atomically to ``figures/study/<dataset>/``."""
+    with atomic_path(piece_path(dataset, piece.label, piece.seed, figures_dir)) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), digest=np.array(made_by),
-                                users=np.asarray(split.test.users), **piece.per_user)
-    piece.users = np.asarray(split.test.users)
+            np.savez_compressed(f, meta=np.array(json.dumps(piece.meta)), digest=np.array(piece.digest),
+                                users=np.asarray(piece.user_index()), **piece.per_user)
     return piece
+
+
+def think_ahead_digest(specs: dict[str, RunSpec], split, profile: Profile) -> str:
+    """What a Think-Ahead piece depends on: both models' fingerprints and the settings chosen among."""
+    return digest({"fast": fingerprint(specs[REFERENCE], split, profile),
+                   "reasoner": fingerprint(specs[REASON], split, profile),
+                   "cached_levels": list(CACHED_LEVELS), "prefix_counts": list(PREFIX_COUNTS),
+                   "bench_users": profile.bench_users})
+
+
+def think_ahead_piece(specs: dict[str, RunSpec], split, profile: Profile, seed: int,
+                      figures_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> Piece:
+    """Think-Ahead for one seed, as notebook 10 serves it: the reasoning model (``REASON``) offline, TIGER-mini
+    online (each trained first if its checkpoint is missing), the cached levels and prefixes chosen on validation,
+    then the test metrics and the serving cost of the fast model, the reasoning model and both halves."""
+    from .think_ahead import choose_and_serve
+
+    fast = run(specs[REFERENCE].variant(REFERENCE, seeds=(seed,)), split, profile, runs_dir=runs_dir)
+    reasoner = run(specs[REASON].variant(REASON, seeds=(seed,)), split, profile, runs_dir=runs_dir)
+    served = choose_and_serve(reasoner.module, fast.module, split, CACHED_LEVELS, PREFIX_COUNTS,
+                              profile.bench_users, profile.bench_rounds)
+    meta = {"label": THINK_AHEAD, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
+            "epochs": 0, "seconds": 0.0, "best_val_ndcg10": served["val_ndcg10"], "serving": served["seconds"],
+            "levels": served["levels"], "prefixes": served["prefixes"], "sweep": served["sweep"],
+            "commit": git_commit(), "users": len(split.test)}
+    piece = Piece(THINK_AHEAD, int(seed), think_ahead_digest(specs, split, profile), served["per_user"], meta,
+                  np.asarray(split.test.users))
+    return save_piece(piece, split.dataset.name, figures_dir)
 
 
 def stage_diagnostics(module, split) -> dict:
@@ -228,6 +293,8 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
         if not common:
             continue
         summary[label]["vs_reference"] = compare_pieces(by_seed, fresh[reference], table, dataset, profile, n_boot)
+        if label == THINK_AHEAD:                    # served, not trained: its cost is latency, not epochs
+            continue
         ratio = [by_seed[s].seconds_per_epoch / fresh[reference][s].seconds_per_epoch for s in common]
         table.record(dataset, f"{label} training cost vs {reference} (study pieces)",
                      {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
@@ -239,12 +306,72 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                                                                       n_boot)
     for label, by_seed in fresh.items():
         record_stage_diagnostics(label, by_seed, table, dataset, profile)
+    if THINK_AHEAD in fresh:
+        summary[THINK_AHEAD]["serving"] = record_serving(fresh, table, dataset, profile)
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
+    summary["rl_choice"] = choose_rl(fresh, table, dataset, profile, n_boot)
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
                                        and (k not in S2GR_CHOICES or k == chosen)}, table, split,
                                       profile, n_boot)
     return summary
+
+
+def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile) -> dict:
+    """Issue 16's two Think-Ahead targets, seed by seed: the online half's latency over the fast model's, and the
+    share of the reasoning model's NDCG@10 gain over the fast model that Think-Ahead keeps (NaN without a gain)."""
+    served = fresh[THINK_AHEAD]
+    seeds = sorted(served)
+    paths = list(served[seeds[0]].meta["serving"])
+    ratios = {path: [served[s].meta["serving"][path] / served[s].meta["serving"]["fast model alone"] for s in seeds]
+              for path in paths}
+    table.record(dataset, "Think-Ahead serving per user (× fast model), study pieces", ratios, profile.name,
+                 seeds=seeds, table="speed",
+                 notes=f"cached levels {[served[s].meta['levels'] for s in seeds]}, "
+                       f"prefixes {[served[s].meta['prefixes'] for s in seeds]}, chosen on validation")
+    out = {"latency_ratio": ratios["Think-Ahead online"]}
+    common = [s for s in seeds if s in fresh.get(REFERENCE, {}) and s in fresh.get(REASON, {})]
+    if common:
+        mean = {name: [float(fresh[name][s].per_user["ndcg@10"].mean()) for s in common]
+                for name in (REFERENCE, REASON, THINK_AHEAD)}
+        gains = [r - f for r, f in zip(mean[REASON], mean[REFERENCE])]
+        ahead = [t - f for t, f in zip(mean[THINK_AHEAD], mean[REFERENCE])]
+        table.record(dataset, "Think-Ahead vs its two models (study pieces)",
+                     {"reasoning_gain_ndcg10": gains, "think_ahead_gain_ndcg10": ahead,
+                      "share_of_gain_kept": [a / g if g > 0 else float("nan") for a, g in zip(ahead, gains)]},
+                     profile.name, seeds=common, table="think_ahead",
+                     notes="gains in NDCG@10 over the fast model (TIGER-mini), seed by seed")
+        gain = float(np.mean(gains))
+        out.update(gain=gain, kept=float(np.mean(ahead)) / gain if gain > 0 else float("nan"), seeds=common)
+    return out
+
+
+RL_CHOSEN = "OneRec-Think + RL (GRPO, chosen on validation)"
+
+
+def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
+              n_boot: int) -> dict:
+    """The GRPO setting (reward, learning rate) with the best mean validation NDCG@10, on the seeds every candidate
+    has; its test rows are recorded once, as ``RL_CHOSEN``, with paired bootstraps against the supervised reasoning
+    model it started from. The choice is provisional until every candidate has every seed of the profile."""
+    names = [n for n in rl_candidates(profile) if n in fresh]
+    table.forget(dataset, profile.name, [RL_CHOSEN])
+    common = sorted(set.intersection(*(set(fresh[n]) for n in names))) if names else []
+    if not common:
+        return {"chosen": None, "candidates": {}, "provisional": True}
+    val = {n: float(np.mean([fresh[n][s].meta["best_val_ndcg10"] for s in common])) for n in names}
+    chosen = max(names, key=val.get)
+    provisional = len(names) < len(rl_candidates(profile)) or not set(profile.seeds) <= set(common)
+    for n in names:
+        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common]}, profile.name,
+                     seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
+    by_seed = {s: replace(fresh[chosen][s], label=RL_CHOSEN) for s in common}
+    table.record(dataset, RL_CHOSEN, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
+                                      for m in RANKING_METRICS}, profile.name, seeds=common,
+                 notes=f"{chosen}: chosen among {names} on mean validation NDCG@10 over seeds {common}"
+                       + ("; provisional: candidates or seeds missing" if provisional else ""))
+    versus = compare_pieces(by_seed, fresh[REASON], table, dataset, profile, n_boot) if REASON in fresh else {}
+    return {"chosen": chosen, "candidates": val, "seeds": common, "provisional": provisional, "vs_reason": versus}
 
 
 def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: ResultsTable, dataset: str,
@@ -454,6 +581,21 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
     return {"seeds": seeds, **frames}
 
 
+def expand_models(names: list[str], profile: Profile) -> list[str]:
+    """Command-line model names, with ``OneRec-RL`` standing for every GRPO candidate and ``OneRec-RL-<reward>`` for
+    that reward at both learning rates."""
+    out = []
+    for name in names:
+        if name == "OneRec-RL":
+            out += list(rl_candidates(profile))
+        elif name.startswith("OneRec-RL-"):
+            reward = name.removeprefix("OneRec-RL-")
+            out += [label for label, (r, _) in rl_candidates(profile).items() if r == reward] or [name]
+        else:
+            out.append(name)
+    return out
+
+
 def main(argv=None) -> None:
     from . import data as mdata, loaders
 
@@ -462,8 +604,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--model", action="append", default=[],
                         help="a headline label or alias: SASRec, TIGER-mini, item-ID-TIGER, S2GR-mini, OneRec-base, "
-                             "OneRec-align, OneRec-reason (a stage trains its earlier stages first unless their "
-                             "checkpoints exist)")
+                             "OneRec-align, OneRec-reason, OneRec-RL (every GRPO setting), OneRec-RL-beam (one "
+                             "reward, both learning rates), Think-Ahead (serves OneRec-reason and TIGER-mini); a stage "
+                             "trains its earlier stages first unless their checkpoints exist")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
     parser.add_argument("--held-out-users", type=float, default=0.0, metavar="SHARE",
@@ -475,26 +618,35 @@ def main(argv=None) -> None:
     split = mdata.leave_one_out(ds.subset_users(profile.max_users))
     specs = headline_specs(ds, mdata.leave_one_out(ds), profile)
     held = mdata.hold_out_users(split, args.held_out_users) if args.held_out_users else None
-    for name in args.model:
+    for name in expand_models(args.model, profile):
         label = ALIASES.get(name, name)
-        if label not in specs:
+        if label not in specs and label != THINK_AHEAD:
             names = sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))
             raise SystemExit(f"unknown model {name!r}; choose from {names}")
-        spec = specs[label] if held is None else specs[label].variant(label + HELD_OUT)
+        if label == THINK_AHEAD and held is not None:
+            raise SystemExit("Think-Ahead serves the models as trained; --held-out-users does not apply to it")
         for seed in args.seed or profile.seeds:
-            piece = train_piece(spec, held or split, profile, seed)
+            if label == THINK_AHEAD:
+                piece = think_ahead_piece(specs, split, profile, seed)
+            else:
+                spec = specs[label] if held is None else specs[label].variant(label + HELD_OUT)
+                piece = train_piece(spec, held or split, piece_profile(label, profile), seed)
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
     if args.assemble:
-        digests = {label: digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
+        digests = {label: digest(fingerprint(spec, split, piece_profile(label, profile)))
+                   for label, spec in specs.items()}
         held = mdata.hold_out_users(split, args.held_out_users or 0.1)
-        digests.update({label + HELD_OUT: digest(fingerprint(spec, held, profile)) for label, spec in specs.items()})
+        digests.update({label + HELD_OUT: digest(fingerprint(spec, held, piece_profile(label, profile)))
+                        for label, spec in specs.items()})
+        digests[THINK_AHEAD] = think_ahead_digest(specs, split, profile)
         fresh, stale = current_pieces(load_pieces(args.dataset), digests)
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)
         found = summary.pop("breakdown")
         choice = summary.pop("choice")
+        rl_choice = summary.pop("rl_choice")
         for label, s in summary.items():
             print(label, {k: v for k, v in s.items() if not k.startswith("vs_")})
             protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
@@ -511,6 +663,11 @@ def main(argv=None) -> None:
                   f"{' (provisional: a pending setting lacks seeds)' if choice['provisional'] else ''}")
             for res in choice["vs_reference"].values():
                 print("  ", res.verdict(choice["label"], REFERENCE))
+        if rl_choice["chosen"]:
+            print(f"GRPO settings on validation (seeds {rl_choice['seeds']}): {rl_choice['candidates']}; chosen: "
+                  f"{rl_choice['chosen']}{' (provisional)' if rl_choice['provisional'] else ''}")
+            for res in rl_choice["vs_reason"].values():
+                print("  ", res.verdict(RL_CHOSEN, REASON))
         for name in ("by_popularity", "by_history"):
             if name in found:
                 print(f"{name} (seeds {found['seeds']}):\n{found[name].round(4).to_string(index=False)}")

@@ -120,3 +120,26 @@ def serving_cost(ahead: ThinkAhead, stage: EvalStage, n_users: int = 256, rounds
                 job(i)
             times[name].append((time.perf_counter() - start) / len(x))
     return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def choose_and_serve(reasoner, fast, split, cached_levels: tuple[int, ...] = (1, 2),
+                     prefix_counts: tuple[int, ...] = (5, 10, 20), bench_users: int = 128,
+                     bench_rounds: int = 2) -> dict:
+    """Notebook 10's protocol for one pair of trained models: the cached levels and prefixes per user chosen on
+    validation NDCG@10, the chosen setting's per-user test metrics, and the serving cost of each path
+    (``serving_cost``). Nothing here reads the test stage before the choice."""
+    sweep = []
+    for lv in cached_levels:
+        ahead = ThinkAhead(reasoner, fast, levels=lv, n_prefixes=max(prefix_counts))
+        cache = ahead.prefix_cache(split.valid)
+        for n in prefix_counts:
+            sweep.append({"levels": lv, "prefixes": n,
+                          "val_ndcg10": float(ahead.evaluate_cached(split.valid, cache[:, :n])["ndcg@10"].mean()),
+                          "prefix_ceiling": float(prefix_recall(cache[:, :n], split.valid.targets,
+                                                                ahead.item_prefix).mean())})
+    best = max(sweep, key=lambda row: row["val_ndcg10"])
+    ahead = ThinkAhead(reasoner, fast, levels=best["levels"], n_prefixes=best["prefixes"])
+    per_user = ahead.evaluate_cached(split.test, ahead.prefix_cache(split.test))
+    seconds = serving_cost(ahead, split.test, n_users=bench_users, rounds=bench_rounds, k=10)
+    return {"sweep": sweep, "levels": best["levels"], "prefixes": best["prefixes"], "val_ndcg10": best["val_ndcg10"],
+            "per_user": per_user, "seconds": seconds}

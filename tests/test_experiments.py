@@ -306,7 +306,7 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     step = summary[study.REASON]["vs_steps"][study.ALIGN]["ndcg@10"]        # on the one seed both have
     assert step.diff == pytest.approx(fresh[study.REASON][0].per_user["ndcg@10"].mean()
                                       - fresh[study.ALIGN][0].per_user["ndcg@10"].mean())
-    assert {(c["a"], c["b"]) for c in table.comparisons} >= {(a, b) for a, b in study.STEPS}
+    assert {(c["a"], c["b"]) for c in table.comparisons} >= {(a, b) for a, b in study.STEPS if a != study.THINK_AHEAD}
     row = table.get("synthetic", f"{study.ALIGN}: captions of held-out items", "genre_accuracy", "stage_diagnostics",
                     "smoke")
     assert row["seeds"] == [0, 1] and row["mean"] == pytest.approx(0.5)
@@ -314,3 +314,54 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     assert row["seeds"] == [0] and row["mean"] == pytest.approx(0.75)
     assert table.get("synthetic", f"{study.BASE}: test rationales", "names_target_genre", "stage_diagnostics",
                      "smoke") is None
+    # Think-Ahead: its latency over the fast model's, and the share of the reasoning model's gain it keeps
+    serving = {"fast model alone": 0.01, "reasoning model alone": 0.08, "Think-Ahead offline": 0.07,
+               "Think-Ahead online": 0.011}
+    fresh[study.REFERENCE] = pieces(study.REFERENCE, 0.1)
+    fresh[study.THINK_AHEAD] = pieces(study.THINK_AHEAD, 0.35, seeds=(0,), serving=serving, levels=2, prefixes=10,
+                                      epochs=0, seconds=0.0)
+    summary = study.assemble(fresh, table, split, get_profile("smoke"), n_boot=50)
+    assert summary[study.THINK_AHEAD]["serving"]["latency_ratio"] == [pytest.approx(1.1)]
+    assert "epoch_seconds_ratio" not in summary[study.THINK_AHEAD]
+    mean = {k: fresh[k][0].per_user["ndcg@10"].mean() for k in (study.REFERENCE, study.REASON, study.THINK_AHEAD)}
+    kept = table.get("synthetic", "Think-Ahead vs its two models (study pieces)", "share_of_gain_kept", "think_ahead",
+                     "smoke")
+    assert kept["mean"] == pytest.approx((mean[study.THINK_AHEAD] - mean[study.REFERENCE])
+                                         / (mean[study.REASON] - mean[study.REFERENCE]))
+    assert (study.THINK_AHEAD, study.REASON) in {(c["a"], c["b"]) for c in table.comparisons}
+
+
+def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candidate_has(setup, tmp_path):
+    from minirec import study
+    from minirec.results import RANKING_METRICS, ResultsTable
+
+    split, *_ = setup
+    profile = get_profile("smoke")
+    rng = np.random.default_rng(1)
+    n = len(split.test)
+
+    def pieces(label, vals, level):
+        return {s: study.Piece(label, s, "d", {m: np.clip(rng.normal(level, 0.05, n), 0, 1) for m in RANKING_METRICS},
+                               {"best_val_ndcg10": v, "epochs": 2, "seconds": 4.0}) for s, v in vals.items()}
+
+    (beam, beam_slow, rank, *_) = study.rl_candidates(profile)
+    assert study.rl_candidates(profile)[beam_slow] == ("beam", 1e-5) and len(study.rl_candidates(profile)) == 6
+    assert study.piece_profile(beam_slow, profile).recipe("rl").lr == 1e-5
+    assert study.piece_profile(study.REASON, profile) is profile
+    labels = list(study.rl_candidates(profile))
+    assert study.expand_models(["OneRec-RL-rank", "SASRec"], profile) == [labels[2], labels[3], "SASRec"]
+    assert study.expand_models(["OneRec-RL"], profile) == labels
+    fresh = {study.REASON: pieces(study.REASON, {0: 0.2, 1: 0.2}, 0.2),
+             beam: pieces(beam, {0: 0.1, 1: 0.9}, 0.3),          # best on seed 1, which the others lack
+             beam_slow: pieces(beam_slow, {0: 0.3}, 0.25), rank: pieces(rank, {0: 0.2, 1: 0.2}, 0.1)}
+    table = ResultsTable(tmp_path)
+    choice = study.choose_rl(fresh, table, "synthetic", profile, n_boot=50)
+    assert choice["chosen"] == beam_slow and choice["seeds"] == [0] and choice["provisional"]
+    row = table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name)
+    assert row["seeds"] == [0] and row["mean"] == pytest.approx(fresh[beam_slow][0].per_user["ndcg@10"].mean())
+    assert choice["vs_reason"]["ndcg@10"].diff == pytest.approx(
+        fresh[beam_slow][0].per_user["ndcg@10"].mean() - fresh[study.REASON][0].per_user["ndcg@10"].mean())
+    assert [c["b"] for c in table.comparisons if c["a"] == study.RL_CHOSEN] == [study.REASON] * 2
+    assert table.get("synthetic", beam, "val_ndcg10", "rl_choice", profile.name)["mean"] == pytest.approx(0.1)
+    assert study.choose_rl({study.REASON: fresh[study.REASON]}, table, "synthetic", profile, 50)["chosen"] is None
+    assert table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name) is None

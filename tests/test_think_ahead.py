@@ -101,3 +101,20 @@ def test_prefixes_merged_over_several_sampled_rationales_are_distinct_trie_prefi
     for row in prefixes.tolist():
         real = [p for p in row if p >= 0]
         assert real and len(set(real)) == len(real) and all(p < n_prefixes for p in real)
+
+
+def test_choose_and_serve_picks_the_best_validation_setting_and_scores_it_on_test(models):
+    from minirec.think_ahead import choose_and_serve
+    split, table, reasoner, fast = models
+    served = choose_and_serve(reasoner, fast, split, cached_levels=(1, 2), prefix_counts=(2, 4), bench_users=8,
+                              bench_rounds=1)
+    assert [(r["levels"], r["prefixes"]) for r in served["sweep"]] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    best = max(served["sweep"], key=lambda r: r["val_ndcg10"])
+    assert (served["levels"], served["prefixes"], served["val_ndcg10"]) == (best["levels"], best["prefixes"],
+                                                                            best["val_ndcg10"])
+    ahead = ThinkAhead(reasoner, fast, levels=best["levels"], n_prefixes=best["prefixes"])
+    expected = ahead.evaluate_cached(split.test, ahead.prefix_cache(split.test))["ndcg@10"]
+    np.testing.assert_allclose(served["per_user"]["ndcg@10"], expected)
+    assert all(r["val_ndcg10"] <= r["prefix_ceiling"] + 1e-9 for r in served["sweep"])
+    assert set(served["seconds"]) == {"fast model alone", "reasoning model alone", "Think-Ahead offline",
+                                      "Think-Ahead online"} and min(served["seconds"].values()) > 0
