@@ -311,9 +311,10 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
     summary["rl_choice"] = choose_rl(fresh, table, dataset, profile, n_boot)
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
+    forget_groups(table, dataset, profile, rl_candidates(profile))     # GRPO's candidates stay out of it
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
-                                       and (k not in S2GR_CHOICES or k == chosen)}, table, split,
-                                      profile, n_boot)
+                                       and (k not in S2GR_CHOICES or k == chosen) and k not in rl_candidates(profile)},
+                                      table, split, profile, n_boot)
     return summary
 
 
@@ -444,9 +445,14 @@ def _forget_earlier_choice(table: ResultsTable, dataset: str, profile: Profile, 
     groups in the popularity and history breakdowns (only the chosen setting has those)."""
     table.forget(dataset, profile.name, [chosen_label(n) for n in names if n != chosen])
     table.forget(dataset, profile.name, [n for n in names if n != chosen], table="s2gr_choice", metric="test_ndcg10")
+    forget_groups(table, dataset, profile, [n for n in S2GR_CHOICES if n != chosen])
+
+
+def forget_groups(table: ResultsTable, dataset: str, profile: Profile, names) -> None:
+    """Drop the popularity and history breakdown rows (and their intervals) of ``names``."""
     for name in ("by_popularity", "by_history"):
         table.forget(dataset, profile.name, [r["method"] for r in table.records if r["table"] == name and any(
-            r["method"].startswith(f"{n} [") for n in S2GR_CHOICES if n != chosen)], table=name)
+            r["method"].startswith(f"{n} [") for n in names)], table=name)
 
 
 def chosen_label(setting: str) -> str:

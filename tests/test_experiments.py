@@ -365,3 +365,22 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     assert table.get("synthetic", beam, "val_ndcg10", "rl_choice", profile.name)["mean"] == pytest.approx(0.1)
     assert study.choose_rl({study.REASON: fresh[study.REASON]}, table, "synthetic", profile, 50)["chosen"] is None
     assert table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name) is None
+
+
+def test_grpo_candidates_stay_out_of_the_breakdown(setup, tmp_path):
+    from minirec import study
+    from minirec.results import RANKING_METRICS, ResultsTable
+
+    split, *_ = setup
+    profile = get_profile("smoke")
+    rng = np.random.default_rng(2)
+    candidate = next(iter(study.rl_candidates(profile)))
+    fresh = {label: {0: study.Piece(label, 0, "d", {m: rng.uniform(0, 1, len(split.test)) for m in RANKING_METRICS},
+                                    {"best_val_ndcg10": 0.1, "epochs": 1, "seconds": 1.0})}
+             for label in (study.REFERENCE, study.REASON, candidate)}
+    table = ResultsTable(tmp_path)
+    table.record("synthetic", f"{candidate} [long]", {"ndcg@10": [0.1]}, profile.name, seeds=[0], table="by_history")
+    summary = study.assemble(fresh, table, split, profile, n_boot=20)
+    assert candidate not in set(summary["breakdown"]["by_history"]["model"])
+    assert study.REASON in set(summary["breakdown"]["by_history"]["model"])
+    assert table.get("synthetic", f"{candidate} [long]", "ndcg@10", "by_history", profile.name) is None
