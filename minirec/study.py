@@ -311,9 +311,10 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
     summary["rl_choice"] = choose_rl(fresh, table, dataset, profile, n_boot)
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
-    forget_groups(table, dataset, profile, rl_candidates(profile))     # GRPO's candidates stay out of it
+    grpo = rl_candidates(profile)                 # GRPO's candidates stay out of it
+    forget_groups(table, dataset, profile, grpo)
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
-                                       and (k not in S2GR_CHOICES or k == chosen) and k not in rl_candidates(profile)},
+                                       and (k not in S2GR_CHOICES or k == chosen) and k not in grpo},
                                       table, split, profile, n_boot)
     return summary
 
@@ -355,14 +356,15 @@ def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: 
     """The GRPO setting (reward, learning rate) with the best mean validation NDCG@10, on the seeds every candidate
     has; its test rows are recorded once, as ``RL_CHOSEN``, with paired bootstraps against the supervised reasoning
     model it started from. The choice is provisional until every candidate has every seed of the profile."""
-    names = [n for n in rl_candidates(profile) if n in fresh]
+    candidates = rl_candidates(profile)
+    names = [n for n in candidates if n in fresh]
     table.forget(dataset, profile.name, [RL_CHOSEN])
     common = sorted(set.intersection(*(set(fresh[n]) for n in names))) if names else []
     if not common:
         return {"chosen": None, "candidates": {}, "provisional": True}
     val = {n: float(np.mean([fresh[n][s].meta["best_val_ndcg10"] for s in common])) for n in names}
     chosen = max(names, key=val.get)
-    provisional = len(names) < len(rl_candidates(profile)) or not set(profile.seeds) <= set(common)
+    provisional = len(names) < len(candidates) or not set(profile.seeds) <= set(common)
     for n in names:
         table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common]}, profile.name,
                      seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
@@ -590,13 +592,13 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
 def expand_models(names: list[str], profile: Profile) -> list[str]:
     """Command-line model names, with ``OneRec-RL`` standing for every GRPO candidate and ``OneRec-RL-<reward>`` for
     that reward at both learning rates."""
-    out = []
+    out, candidates = [], rl_candidates(profile)
     for name in names:
         if name == "OneRec-RL":
-            out += list(rl_candidates(profile))
+            out += list(candidates)
         elif name.startswith("OneRec-RL-"):
             reward = name.removeprefix("OneRec-RL-")
-            out += [label for label, (r, _) in rl_candidates(profile).items() if r == reward] or [name]
+            out += [label for label, (r, _) in candidates.items() if r == reward] or [name]
         else:
             out.append(name)
     return out
