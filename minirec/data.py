@@ -76,6 +76,11 @@ class SequenceDataset:
     def n_interactions(self) -> int:
         return int(sum(len(s) for s in self.sequences))
 
+    @property
+    def genre_vocabulary(self) -> list[str]:
+        """Every genre some item has, sorted."""
+        return sorted({g for gs in self.items["genres"] for g in gs})
+
     def item_index(self, raw_id) -> int:
         """Contiguous index of a raw item id; a clear error when it is not in the catalogue."""
         if self._item_lookup is None:

@@ -162,7 +162,7 @@ def tokenizer_corpus(dataset: SequenceDataset) -> list[str]:
     texts = [str(t) for t in dataset.items["text"]]
     texts += [" " + str(t) for t in dataset.items["title"]]
     texts += [persona_words(dataset, u) for u in range(dataset.n_users)] if dataset.users is not None else []
-    genres = sorted({g for gs in dataset.items["genres"] for g in gs})
+    genres = dataset.genre_vocabulary
     texts += [rationale_text(genres[i:i + 2]) for i in range(len(genres))] + [" is", " The user watched"]
     return texts
 

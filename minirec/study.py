@@ -223,9 +223,7 @@ def stage_diagnostics(module, split) -> dict:
                         for group, items in (("held-out items", held_out), ("captioned in training", taught))}}
     if module.config.stage == "reason":
         _, rationales = recommend(module, split.test, k=10)
-        genres = list(ds.items["genres"])
-        vocabulary = sorted({g for gs in genres for g in gs})
-        agree = reasoning.genre_agreement(rationales, split.test.targets, genres, vocabulary)
+        agree = reasoning.genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
         out["rationales"] = {"names a target genre": float(agree["any"].mean()),
                              "names every target genre": float(agree["all"].mean()),
                              "distinct": len(set(rationales)), "users": len(rationales)}

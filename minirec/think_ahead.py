@@ -122,21 +122,30 @@ def serving_cost(ahead: ThinkAhead, stage: EvalStage, n_users: int = 256, rounds
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def prefix_sweep(reasoner, fast, stage: EvalStage, cached_levels: tuple[int, ...] = (1, 2),
+                 prefix_counts: tuple[int, ...] = (5, 10, 20)) -> list[dict]:
+    """One row per (cached levels, prefixes per user) on ``stage`` (validation, to choose): NDCG@10 of the online
+    half, the prefix ceiling (``prefix_recall``) and how many items lie under a user's prefixes. The offline half
+    runs once per level, at the largest prefix count; fewer prefixes are the cache's first columns."""
+    rows = []
+    for lv in cached_levels:
+        ahead = ThinkAhead(reasoner, fast, levels=lv, n_prefixes=max(prefix_counts))
+        cache = ahead.prefix_cache(stage)
+        for n in prefix_counts:
+            rows.append({"levels": lv, "prefixes": n,
+                         "val_ndcg10": float(ahead.evaluate_cached(stage, cache[:, :n])["ndcg@10"].mean()),
+                         "prefix_ceiling": float(prefix_recall(cache[:, :n], stage.targets, ahead.item_prefix).mean()),
+                         "items_allowed": float(ahead.allowed_items(cache[:, :n]).sum(1).float().mean())})
+    return rows
+
+
 def choose_and_serve(reasoner, fast, split, cached_levels: tuple[int, ...] = (1, 2),
                      prefix_counts: tuple[int, ...] = (5, 10, 20), bench_users: int = 128,
                      bench_rounds: int = 2) -> dict:
     """Notebook 10's protocol for one pair of trained models: the cached levels and prefixes per user chosen on
-    validation NDCG@10, the chosen setting's per-user test metrics, and the serving cost of each path
-    (``serving_cost``). Nothing here reads the test stage before the choice."""
-    sweep = []
-    for lv in cached_levels:
-        ahead = ThinkAhead(reasoner, fast, levels=lv, n_prefixes=max(prefix_counts))
-        cache = ahead.prefix_cache(split.valid)
-        for n in prefix_counts:
-            sweep.append({"levels": lv, "prefixes": n,
-                          "val_ndcg10": float(ahead.evaluate_cached(split.valid, cache[:, :n])["ndcg@10"].mean()),
-                          "prefix_ceiling": float(prefix_recall(cache[:, :n], split.valid.targets,
-                                                                ahead.item_prefix).mean())})
+    validation NDCG@10 (``prefix_sweep``), the chosen setting's per-user test metrics, and the serving cost of each
+    path (``serving_cost``). Nothing here reads the test stage before the choice."""
+    sweep = prefix_sweep(reasoner, fast, split.valid, cached_levels, prefix_counts)
     best = max(sweep, key=lambda row: row["val_ndcg10"])
     ahead = ThinkAhead(reasoner, fast, levels=best["levels"], n_prefixes=best["prefixes"])
     per_user = ahead.evaluate_cached(split.test, ahead.prefix_cache(split.test))

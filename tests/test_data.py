@@ -165,3 +165,10 @@ def test_held_out_user_validation_never_trains_on_its_users(ml100k):
     assert mdata.hold_out_users(split, 0.1, seed=0).valid.users.tolist() == users.tolist()
     with pytest.raises(ValueError, match="at least one user on each side"):
         mdata.hold_out_users(split, share=1.0)
+
+
+def test_genre_vocabulary_is_every_item_genre_once_sorted(ml100k):
+    vocabulary = ml100k.genre_vocabulary
+    assert vocabulary == sorted(set(vocabulary))
+    assert set(vocabulary) == set().union(*map(set, ml100k.items["genres"]))
+    assert len(vocabulary) == 19 and vocabulary[:2] == ["Action", "Adventure"]     # ML-100K's genre columns

@@ -118,3 +118,17 @@ def test_choose_and_serve_picks_the_best_validation_setting_and_scores_it_on_tes
     assert all(r["val_ndcg10"] <= r["prefix_ceiling"] + 1e-9 for r in served["sweep"])
     assert set(served["seconds"]) == {"fast model alone", "reasoning model alone", "Think-Ahead offline",
                                       "Think-Ahead online"} and min(served["seconds"].values()) > 0
+
+
+def test_prefix_sweep_rows_read_the_first_columns_of_one_cache_per_level(models):
+    from minirec.think_ahead import prefix_sweep
+    split, table, reasoner, fast = models
+    rows = prefix_sweep(reasoner, fast, split.valid, cached_levels=(1,), prefix_counts=(1, 3))
+    ahead = ThinkAhead(reasoner, fast, levels=1, n_prefixes=3)
+    cache = ahead.prefix_cache(split.valid)
+    for row, n in zip(rows, (1, 3)):
+        assert row["val_ndcg10"] == pytest.approx(float(ahead.evaluate_cached(split.valid, cache[:, :n])["ndcg@10"].mean()))
+        assert row["prefix_ceiling"] == pytest.approx(float(prefix_recall(cache[:, :n], split.valid.targets,
+                                                                          ahead.item_prefix).mean()))
+    # more cached prefixes never allow fewer items, and never more than the catalogue
+    assert 0 < rows[0]["items_allowed"] <= rows[1]["items_allowed"] <= len(reasoner.sid_table.codes)

@@ -30,7 +30,7 @@ class Catalogue:
         self.titles = [str(t) for t in items["title"]]
         self.years = np.array([int(y) if str(y).isdigit() else -1 for y in items["year"]])
         self.genres = [frozenset(g) for g in items["genres"]]
-        self.vocabulary = sorted({g for gs in self.genres for g in gs})
+        self.vocabulary = dataset.genre_vocabulary
         self.sids = ["".join(sid_token(level, int(c)) for level, c in enumerate(row)) for row in codes]
         self._item_of = {s: i for i, s in enumerate(self.sids)}
         self._words = [set(re.findall(r"\w+", t.lower())) for t in self.titles]
