@@ -133,9 +133,9 @@ def prefix_sweep(reasoner, fast, stage: EvalStage, cached_levels: tuple[int, ...
         cache = ahead.prefix_cache(stage)
         for n in prefix_counts:
             rows.append({"levels": lv, "prefixes": n,
-                         "val_ndcg10": float(ahead.evaluate_cached(stage, cache[:, :n])["ndcg@10"].mean()),
                          "prefix_ceiling": float(prefix_recall(cache[:, :n], stage.targets, ahead.item_prefix).mean()),
-                         "items_allowed": float(ahead.allowed_items(cache[:, :n]).sum(1).float().mean())})
+                         "items_allowed": float(ahead.allowed_items(cache[:, :n]).sum(1).float().mean()),
+                         "val_ndcg10": float(ahead.evaluate_cached(stage, cache[:, :n])["ndcg@10"].mean())})
     return rows
 
 
