@@ -14,6 +14,7 @@ validation -> test gap and the per-epoch training cost into the results table::
     python -m minirec.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
     python -m minirec.study --model OneRec-RL --seed 0      # every GRPO setting of notebook 09's study grid
     python -m minirec.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
+    python -m minirec.study --model OneRec-align-cosine --seed 0   # a diagnostic: alignment without plateau cuts
     python -m minirec.study --assemble                      # the table from the pieces there are
 
 Settings are chosen on validation among the pieces: S²GR-mini's method-form settings (``choose_s2gr``) and GRPO's
@@ -46,9 +47,13 @@ SASREC = "SASRec (first grid setting)"    # the setting notebook 02 chose on val
 THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
 BASE, ALIGN, REASON = ("OneRec-Think Base (SID SFT)", "OneRec-Think + itemic alignment",
                        "OneRec-Think + alignment + reasoning")
+# Issue 15's "why", on validation: the alignment stage with the cosine schedule instead of the plateau schedule's
+# validation-triggered cuts (a diagnostic: it is compared with the headline stage, never chosen by its test score)
+ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
+RECIPE_CHANGES = {ALIGN_COSINE: ("onerec", dict(schedule="cosine"))}     # label -> (recipe family, changes)
 # OneRec-Think's ablation (issue 15): each stage against the one before it, and against the tuned SASRec
 STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
-         (THINK_AHEAD, REASON))
+         (THINK_AHEAD, REASON), (ALIGN_COSINE, ALIGN))
 CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings chosen among (notebook 10's)
 HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
@@ -81,7 +86,7 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
              tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
              s2gr,
              *(s2gr.variant(label, **changes) for label, changes in S2GR_CHOICES.items()),
-             base, align, reason]
+             base, align, reason, align.variant(ALIGN_COSINE)]
     # GRPO from the reasoning model, every (reward, learning rate) of notebook 09's study grid; the group size, beams
     # and prompts per epoch are GRPOConfig's defaults, as notebook 09 sets them
     specs += [reason.then(label, model=ReasoningRL, reward=reward)
@@ -98,8 +103,13 @@ def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
 
 
 def piece_profile(label: str, profile: Profile) -> Profile:
-    """The profile a piece trains under: the study profile, with a GRPO candidate's learning rate where it has one."""
-    lr = rl_candidates(profile).get(label.removesuffix(HELD_OUT), (None, None))[1]
+    """The profile a piece trains under: the study profile, with a GRPO candidate's learning rate, or a diagnostic's
+    recipe changes (``RECIPE_CHANGES``), where it has them."""
+    label = label.removesuffix(HELD_OUT)
+    if label in RECIPE_CHANGES:
+        family, changes = RECIPE_CHANGES[label]
+        return with_recipe(profile, family, **changes)
+    lr = rl_candidates(profile).get(label, (None, None))[1]
     return profile if lr is None else with_recipe(profile, "rl", lr=lr)
 
 
@@ -121,7 +131,8 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": "S²GR-mini",
            "S2GR-noalign": "S²GR-mini (no alignment)", "S2GR-lambda0.1": "S²GR-mini (λ = 0.1)",
            "S2GR-soft": "S²GR-mini (soft targets, τ = 0.1)", "S2GR-soft0.5": "S²GR-mini (soft targets, τ = 0.5)",
            "S2GR-normed": "S²GR-mini, normed feedback", "S2GR-levelhidden": "S²GR-mini, level vectors at hidden scale",
-           "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD}
+           "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD,
+           "OneRec-align-cosine": ALIGN_COSINE}
 
 
 # what a piece keeps of its training curve: every model's validation and learning rate, and GRPO's signal
@@ -309,10 +320,10 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
     summary["rl_choice"] = choose_rl(fresh, table, dataset, profile, n_boot)
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
-    grpo = rl_candidates(profile)                 # GRPO's candidates stay out of it
-    forget_groups(table, dataset, profile, grpo)
+    aside = [*rl_candidates(profile), *RECIPE_CHANGES]    # GRPO's candidates and the diagnostics stay out of it
+    forget_groups(table, dataset, profile, aside)
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
-                                       and (k not in S2GR_CHOICES or k == chosen) and k not in grpo},
+                                       and (k not in S2GR_CHOICES or k == chosen) and k not in aside},
                                       table, split, profile, n_boot)
     return summary
 

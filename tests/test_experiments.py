@@ -306,7 +306,7 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     step = summary[study.REASON]["vs_steps"][study.ALIGN]["ndcg@10"]        # on the one seed both have
     assert step.diff == pytest.approx(fresh[study.REASON][0].per_user["ndcg@10"].mean()
                                       - fresh[study.ALIGN][0].per_user["ndcg@10"].mean())
-    assert {(c["a"], c["b"]) for c in table.comparisons} >= {(a, b) for a, b in study.STEPS if a != study.THINK_AHEAD}
+    assert {(c["a"], c["b"]) for c in table.comparisons} >= {(a, b) for a, b in study.STEPS if a in fresh and b in fresh}
     row = table.get("synthetic", f"{study.ALIGN}: captions of held-out items", "genre_accuracy", "stage_diagnostics",
                     "smoke")
     assert row["seeds"] == [0, 1] and row["mean"] == pytest.approx(0.5)
@@ -348,6 +348,11 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     assert study.rl_candidates(profile)[beam_slow] == ("beam", 1e-5) and len(study.rl_candidates(profile)) == 6
     assert study.piece_profile(beam_slow, profile).recipe("rl").lr == 1e-5
     assert study.piece_profile(study.REASON, profile) is profile
+    full = get_profile("study")                  # its alignment stage cuts the lr on plateaus; the diagnostic does not
+    cosine = study.piece_profile(study.ALIGN_COSINE, full)
+    assert full.recipe("onerec").schedule == "plateau" and cosine.recipe("onerec").schedule == "cosine"
+    assert cosine.recipe("warmup") == full.recipe("warmup")     # the warm-up it starts from is the headline's
+    assert study.piece_profile(study.ALIGN_COSINE + study.HELD_OUT, full).recipe("onerec").schedule == "cosine"
     labels = list(study.rl_candidates(profile))
     assert study.expand_models(["OneRec-RL-rank", "SASRec"], profile) == [labels[2], labels[3], "SASRec"]
     assert study.expand_models(["OneRec-RL"], profile) == labels
@@ -367,7 +372,7 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     assert table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name) is None
 
 
-def test_grpo_candidates_stay_out_of_the_breakdown(setup, tmp_path):
+def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_path):
     from minirec import study
     from minirec.results import RANKING_METRICS, ResultsTable
 
@@ -377,10 +382,13 @@ def test_grpo_candidates_stay_out_of_the_breakdown(setup, tmp_path):
     candidate = next(iter(study.rl_candidates(profile)))
     fresh = {label: {0: study.Piece(label, 0, "d", {m: rng.uniform(0, 1, len(split.test)) for m in RANKING_METRICS},
                                     {"best_val_ndcg10": 0.1, "epochs": 1, "seconds": 1.0})}
-             for label in (study.REFERENCE, study.REASON, candidate)}
+             for label in (study.REFERENCE, study.REASON, study.ALIGN, study.ALIGN_COSINE, candidate)}
     table = ResultsTable(tmp_path)
     table.record("synthetic", f"{candidate} [long]", {"ndcg@10": [0.1]}, profile.name, seeds=[0], table="by_history")
     summary = study.assemble(fresh, table, split, profile, n_boot=20)
-    assert candidate not in set(summary["breakdown"]["by_history"]["model"])
+    assert not {candidate, study.ALIGN_COSINE} & set(summary["breakdown"]["by_history"]["model"])
+    # the diagnostic is compared with the headline alignment stage it varies
+    assert [c["b"] for c in table.comparisons if c["a"] == study.ALIGN_COSINE and c["metric"] == "ndcg@10"] == [
+        study.REFERENCE, study.ALIGN]
     assert study.REASON in set(summary["breakdown"]["by_history"]["model"])
     assert table.get("synthetic", f"{candidate} [long]", "ndcg@10", "by_history", profile.name) is None
