@@ -407,3 +407,23 @@ def agent_scores(rows: list[dict], scores: Sequence[str] = ("hit", "satisfied"),
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def seed_curves(curves: dict[str, dict[int, list[dict]]], metrics: tuple[str, ...] = ("val_ndcg10", "lr"),
+                log: tuple[str, ...] = ("lr",)):
+    """Per-epoch curves of several models over seeds: one panel per metric, one colour per model, one line per seed.
+
+    ``curves`` maps a model to {seed: rows}, each row one epoch (``epoch`` and the metrics); panels whose metric is in
+    ``log`` use a log scale (a learning rate cut by halves reads as even steps)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics):
+        for colour, (name, by_seed) in zip(colours * 2, curves.items()):
+            for i, (seed, rows) in enumerate(sorted(by_seed.items())):
+                rows = [r for r in rows if metric in r]
+                ax.plot([r["epoch"] + 1 for r in rows], [r[metric] for r in rows], color=colour, marker=".",
+                        alpha=0.85, linestyle=("-", "--", ":")[i % 3], label=f"{name}, seed {seed}")
+        ax.set(xlabel="epoch", title=metric, yscale="log" if metric in log else "linear")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit
+from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
 from .experiments import RunSpec, digest, fingerprint, run
 from .metrics import direction, paired_bootstrap
 from .profiles import Profile, get_profile, with_recipe
@@ -326,6 +326,17 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                                        and (k not in S2GR_CHOICES or k == chosen) and k not in aside},
                                       table, split, profile, n_boot)
     return summary
+
+
+def stage_curves(fresh: dict[str, dict[int, Piece]]):
+    """The validation NDCG@10 and learning rate per epoch of OneRec-Think's trained stages (and the alignment
+    diagnostic), every seed: the evidence on validation of where each stage gains or loses. None without them."""
+    from .plots import seed_curves
+
+    curves = {label: {s: p.meta["curve"] for s, p in fresh[label].items() if p.meta.get("curve")}
+              for label in (BASE, ALIGN, ALIGN_COSINE, REASON) if label in fresh}
+    curves = {label: by_seed for label, by_seed in curves.items() if by_seed}
+    return seed_curves(curves) if curves else None
 
 
 def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile) -> dict:
@@ -661,6 +672,9 @@ def main(argv=None) -> None:
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)
+        fig = stage_curves(fresh)
+        if fig is not None:
+            save_figure(fig, f"{args.dataset}_onerec_stage_curves", default_figures_dir() / "study")
         found = summary.pop("breakdown")
         choice = summary.pop("choice")
         rl_choice = summary.pop("rl_choice")

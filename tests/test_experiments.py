@@ -392,3 +392,20 @@ def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_pa
         study.REFERENCE, study.ALIGN]
     assert study.REASON in set(summary["breakdown"]["by_history"]["model"])
     assert table.get("synthetic", f"{candidate} [long]", "ndcg@10", "by_history", profile.name) is None
+
+
+def test_stage_curves_draw_every_trained_onerec_stage_and_seed():
+    from minirec import study
+
+    def piece(label, seed, curve):
+        return study.Piece(label, seed, "d", {"ndcg@10": np.zeros(3)}, {"curve": curve})
+
+    rows = [{"epoch": 0, "val_ndcg10": 0.1, "lr": 1e-3}, {"epoch": 1, "val_ndcg10": 0.2, "lr": 5e-4}]
+    fresh = {study.BASE: {0: piece(study.BASE, 0, rows), 1: piece(study.BASE, 1, rows)},
+             study.ALIGN_COSINE: {0: piece(study.ALIGN_COSINE, 0, rows)},
+             study.THINK_AHEAD: {0: piece(study.THINK_AHEAD, 0, [])},      # served, not trained: no curve
+             study.REFERENCE: {0: piece(study.REFERENCE, 0, rows)}}         # not a OneRec-Think stage
+    fig = study.stage_curves(fresh)
+    assert [line.get_label() for line in fig.axes[0].lines] == [f"{study.BASE}, seed 0", f"{study.BASE}, seed 1",
+                                                                 f"{study.ALIGN_COSINE}, seed 0"]
+    assert study.stage_curves({study.REFERENCE: fresh[study.REFERENCE]}) is None

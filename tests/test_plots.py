@@ -39,3 +39,15 @@ def test_attention_labels_keep_whole_titles():
     fig = plots.thinking_attention(np.random.default_rng(0).random((3, 1, 1, 2)), [title, "Fargo (1996)"])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [title, "Fargo (1996)"]
     plt.close(fig)
+
+
+def test_seed_curves_colour_a_model_and_dash_its_seeds():
+    rows = [{"epoch": e, "val_ndcg10": 0.1 * e, "lr": 2e-3 / 2 ** e} for e in range(3)]
+    fig = plots.seed_curves({"Base": {0: rows, 1: rows}, "align": {0: rows[:2]}})
+    val, lr = fig.axes
+    assert [line.get_label() for line in val.lines] == ["Base, seed 0", "Base, seed 1", "align, seed 0"]
+    assert val.lines[0].get_color() == val.lines[1].get_color() != val.lines[2].get_color()
+    assert val.lines[0].get_linestyle() != val.lines[1].get_linestyle()
+    assert lr.get_yscale() == "log" and val.get_yscale() == "linear"
+    assert list(val.lines[2].get_xdata()) == [1, 2]                # epochs counted from 1
+    plt.close(fig)
