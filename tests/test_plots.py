@@ -50,4 +50,9 @@ def test_seed_curves_colour_a_model_and_dash_its_seeds():
     assert val.lines[0].get_linestyle() != val.lines[1].get_linestyle()
     assert lr.get_yscale() == "log" and val.get_yscale() == "linear"
     assert list(val.lines[2].get_xdata()) == [1, 2]                # epochs counted from 1
+    legend, = fig.legends                                           # one legend for the figure, below the panels
+    assert [t.get_text() for t in legend.get_texts()] == ["Base, seed 0", "Base, seed 1", "align, seed 0"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
     plt.close(fig)
