@@ -370,7 +370,7 @@ def rl_curves(runs: dict[str, list[dict]], steps_per_epoch: int, start: float | 
             ax.plot(steps, values, marker=".", label=name)
         ax.set(xlabel="GRPO steps", title=metric)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.1) / height, 1, 1))
     return fig
 
@@ -416,7 +416,8 @@ def seed_curves(curves: dict[str, dict[int, list[dict]]], metrics: tuple[str, ..
 
     ``curves`` maps a model to {seed: rows}, each row one epoch (``epoch`` and the metrics); panels whose metric is in
     ``log`` use a log scale (a learning rate cut by halves reads as even steps)."""
-    legend_rows = -(-sum(len(by_seed) for by_seed in curves.values()) // 2)
+    ncol = 2 if len(metrics) < 4 else 3
+    legend_rows = -(-sum(len(by_seed) for by_seed in curves.values()) // ncol)
     height = 3.6 + 0.16 * legend_rows  # the legend sits below the panels, never over the curves
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), height), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -428,6 +429,6 @@ def seed_curves(curves: dict[str, dict[int, list[dict]]], metrics: tuple[str, ..
                         alpha=0.85, linestyle=("-", "--", ":")[i % 3], label=f"{name}, seed {seed}")
         ax.set(xlabel="epoch", title=metric, yscale="log" if metric in log else "linear")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.1) / height, 1, 1))
     return fig

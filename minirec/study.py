@@ -328,15 +328,21 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
     return summary
 
 
-def stage_curves(fresh: dict[str, dict[int, Piece]]):
-    """The validation NDCG@10 and learning rate per epoch of OneRec-Think's trained stages (and the alignment
-    diagnostic), every seed: the evidence on validation of where each stage gains or loses. None without them."""
+GRPO_SIGNAL = ("val_ndcg10", "reward", "flat_groups", "kl")   # what the GRPO grid's curves show
+
+
+def stage_curves(fresh: dict[str, dict[int, Piece]], labels: tuple[str, ...] = (BASE, ALIGN, ALIGN_COSINE, REASON),
+                 metrics: tuple[str, ...] = ("val_ndcg10", "lr")):
+    """Per-epoch curves of trained pieces, every seed. By default the validation NDCG@10 and learning rate of
+    OneRec-Think's stages (and the alignment diagnostic): the evidence on validation of where each stage gains or
+    loses; with the GRPO grid's labels and ``GRPO_SIGNAL``, its reward, share of all-equal groups and KL too.
+    None without curves."""
     from .plots import seed_curves
 
     curves = {label: {s: p.meta["curve"] for s, p in fresh[label].items() if p.meta.get("curve")}
-              for label in (BASE, ALIGN, ALIGN_COSINE, REASON) if label in fresh}
+              for label in labels if label in fresh}
     curves = {label: by_seed for label, by_seed in curves.items() if by_seed}
-    return seed_curves(curves) if curves else None
+    return seed_curves(curves, metrics) if curves else None
 
 
 def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile) -> dict:
@@ -386,8 +392,13 @@ def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: 
     chosen = max(names, key=val.get)
     provisional = len(names) < len(candidates) or not set(profile.seeds) <= set(common)
     for n in names:
-        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common]}, profile.name,
-                     seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
+        # beside the validation score, GRPO's training signal averaged over the epochs each seed trained: the mean
+        # reward of a rollout, and the share of groups whose rewards were all equal (no advantage, no gradient)
+        signal = {key: [float(np.mean([row[key] for row in curve])) if curve else float("nan")
+                        for curve in ([r for r in fresh[n][s].meta.get("curve", []) if key in r] for s in common)]
+                  for key in ("reward", "flat_groups")}
+        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common], **signal},
+                     profile.name, seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
     by_seed = {s: replace(fresh[chosen][s], label=RL_CHOSEN) for s in common}
     table.record(dataset, RL_CHOSEN, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
                                       for m in RANKING_METRICS}, profile.name, seeds=common,
@@ -672,9 +683,10 @@ def main(argv=None) -> None:
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)
-        fig = stage_curves(fresh)
-        if fig is not None:
-            save_figure(fig, f"{args.dataset}_onerec_stage_curves", default_figures_dir() / "study")
+        for name, fig in (("onerec_stage_curves", stage_curves(fresh)),
+                          ("grpo_curves", stage_curves(fresh, tuple(rl_candidates(profile)), GRPO_SIGNAL))):
+            if fig is not None:
+                save_figure(fig, f"{args.dataset}_{name}", default_figures_dir() / "study")
         found = summary.pop("breakdown")
         choice = summary.pop("choice")
         rl_choice = summary.pop("rl_choice")

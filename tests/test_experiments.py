@@ -359,6 +359,8 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     fresh = {study.REASON: pieces(study.REASON, {0: 0.2, 1: 0.2}, 0.2),
              beam: pieces(beam, {0: 0.1, 1: 0.9}, 0.3),          # best on seed 1, which the others lack
              beam_slow: pieces(beam_slow, {0: 0.3}, 0.25), rank: pieces(rank, {0: 0.2, 1: 0.2}, 0.1)}
+    fresh[beam_slow][0].meta["curve"] = [{"epoch": 0, "val_ndcg10": 0.2, "reward": 0.1, "flat_groups": 0.75},
+                                         {"epoch": 1, "val_ndcg10": 0.3, "reward": 0.3, "flat_groups": 0.25}]
     table = ResultsTable(tmp_path)
     choice = study.choose_rl(fresh, table, "synthetic", profile, n_boot=50)
     assert choice["chosen"] == beam_slow and choice["seeds"] == [0] and choice["provisional"]
@@ -368,6 +370,10 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
         fresh[beam_slow][0].per_user["ndcg@10"].mean() - fresh[study.REASON][0].per_user["ndcg@10"].mean())
     assert [c["b"] for c in table.comparisons if c["a"] == study.RL_CHOSEN] == [study.REASON] * 2
     assert table.get("synthetic", beam, "val_ndcg10", "rl_choice", profile.name)["mean"] == pytest.approx(0.1)
+    # GRPO's training signal beside the choice: epoch means of the reward and of the all-equal groups' share
+    assert table.get("synthetic", beam_slow, "flat_groups", "rl_choice", profile.name)["mean"] == pytest.approx(0.5)
+    assert table.get("synthetic", beam_slow, "reward", "rl_choice", profile.name)["mean"] == pytest.approx(0.2)
+    assert np.isnan(table.get("synthetic", rank, "reward", "rl_choice", profile.name)["mean"])   # no curve kept
     assert study.choose_rl({study.REASON: fresh[study.REASON]}, table, "synthetic", profile, 50)["chosen"] is None
     assert table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name) is None
 
@@ -409,3 +415,9 @@ def test_stage_curves_draw_every_trained_onerec_stage_and_seed():
     assert [line.get_label() for line in fig.axes[0].lines] == [f"{study.BASE}, seed 0", f"{study.BASE}, seed 1",
                                                                  f"{study.ALIGN_COSINE}, seed 0"]
     assert study.stage_curves({study.REFERENCE: fresh[study.REFERENCE]}) is None
+    grpo = next(iter(study.rl_candidates(get_profile("smoke"))))
+    signal = [{"epoch": 0, "val_ndcg10": 0.1, "lr": 1e-4, "reward": 0.2, "flat_groups": 0.6, "kl": 0.01}]
+    fig = study.stage_curves({grpo: {2: piece(grpo, 2, signal)}, **fresh}, (grpo,), study.GRPO_SIGNAL)
+    assert [ax.get_title() for ax in fig.axes] == list(study.GRPO_SIGNAL)
+    assert [line.get_label() for line in fig.axes[2].lines] == [f"{grpo}, seed 2"]
+    assert list(fig.axes[2].lines[0].get_ydata()) == [0.6]
