@@ -156,6 +156,24 @@ def caption_holdout(n_items: int, share: float, seed: int = 0) -> np.ndarray:
     return np.sort(rng.permutation(n_items)[:int(round(share * n_items))])
 
 
+def caption_groups(n_items: int, share: float) -> dict[str, np.ndarray]:
+    """The two item groups captions are scored on: items held out of captioning training, and as many items that
+    were captioned in training (the first ones not held out)."""
+    held_out = caption_holdout(n_items, share, seed=0)
+    return {"held-out items": held_out,
+            "captioned in training": np.setdiff1d(np.arange(n_items), held_out)[:len(held_out)]}
+
+
+def caption_floor(dataset: SequenceDataset, groups: dict[str, np.ndarray]) -> tuple[str, dict[str, dict[str, float]]]:
+    """The score a model must beat to have read anything from the codes: always writing the genre most common among
+    the taught items, scored like a model's captions. Returns (that genre, {group: mean scores})."""
+    taught = groups["captioned in training"]
+    common = str(dataset.items["genres"].iloc[taught].explode().value_counts().index[0])
+    return common, {group: {k: float(v.mean()) for k, v in
+                            caption_scores([f"? Genres: {common}."] * len(items), dataset, items).items()}
+                    for group, items in groups.items()}
+
+
 def tokenizer_corpus(dataset: SequenceDataset) -> list[str]:
     """Every text the tasks and rationales write, for training a from-scratch BPE tokeniser."""
     from .reasoning import rationale_text

@@ -227,11 +227,9 @@ def stage_diagnostics(module, split) -> dict:
         return {}
     ds = split.dataset
     module.eval()
-    held_out = module.held_out_items(ds.n_items)
-    taught = np.setdiff1d(np.arange(ds.n_items), held_out)[:len(held_out)]
     out = {"captions": {group: {k: float(v.mean()) for k, v in
                                 itemic.caption_scores(module.caption(items.tolist()), ds, items).items()}
-                        for group, items in (("held-out items", held_out), ("captioned in training", taught))}}
+                        for group, items in itemic.caption_groups(ds.n_items, module.config.caption_holdout).items()}}
     if module.config.stage == "reason":
         _, rationales = recommend(module, split.test, k=10)
         agree = reasoning.genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
@@ -315,6 +313,8 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
                                                                       n_boot)
     for label, by_seed in fresh.items():
         record_stage_diagnostics(label, by_seed, table, dataset, profile)
+    if any("captions" in p.meta for by_seed in fresh.values() for p in by_seed.values()):
+        record_caption_floor(split.dataset, table, profile)
     if THINK_AHEAD in fresh:
         summary[THINK_AHEAD]["serving"] = record_serving(fresh, table, dataset, profile)
     summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
@@ -425,6 +425,18 @@ def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: Resul
                       "names_every_target_genre": [by_seed[s].meta["rationales"]["names every target genre"]
                                                    for s in seeds]},
                      profile.name, seeds=seeds, table="stage_diagnostics")
+
+
+def record_caption_floor(ds, table: ResultsTable, profile: Profile) -> None:
+    """Beside the stages' captions, the floor they must beat: always writing the most common genre (no model), on
+    the same item groups (the study's stages keep OneRecConfig's default share of held-out items)."""
+    from .itemic import caption_floor, caption_groups
+    from .onerec import OneRecConfig
+
+    common, floor = caption_floor(ds, caption_groups(ds.n_items, OneRecConfig.caption_holdout))
+    for group, scores in floor.items():
+        table.record(ds.name, f"always '{common}' (no model): captions of {group}", {k: [v] for k, v in scores.items()},
+                     profile.name, seeds=[0], table="stage_diagnostics", notes="the same for every seed")
 
 
 def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,

@@ -314,6 +314,17 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     assert row["seeds"] == [0] and row["mean"] == pytest.approx(0.75)
     assert table.get("synthetic", f"{study.BASE}: test rationales", "names_target_genre", "stage_diagnostics",
                      "smoke") is None
+    # beside the captions, the floor they must beat: always the genre most common among the taught items
+    from collections import Counter
+    from minirec.itemic import caption_groups
+    genres = split.dataset.items["genres"]
+    groups = caption_groups(split.dataset.n_items, 0.1)
+    counts = Counter(g for i in groups["captioned in training"] for g in genres.iloc[i])
+    common = next(r["method"] for r in table.records if r["method"].startswith("always '")).split("'")[1]
+    assert counts[common] == max(counts.values())
+    row = table.get("synthetic", f"always '{common}' (no model): captions of held-out items", "genre_accuracy",
+                    "stage_diagnostics", "smoke")
+    assert row["mean"] == pytest.approx(np.mean([common in genres.iloc[i] for i in groups["held-out items"]]))
     # Think-Ahead: its latency over the fast model's, and the share of the reasoning model's gain it keeps
     serving = {"fast model alone": 0.01, "reasoning model alone": 0.08, "Think-Ahead offline": 0.07,
                "Think-Ahead online": 0.011}
