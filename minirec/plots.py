@@ -369,9 +369,8 @@ def rl_curves(runs: dict[str, list[dict]], steps_per_epoch: int, start: float | 
                 steps, values = [0] + steps, [start] + values
             ax.plot(steps, values, marker=".", label=name)
         ax.set(xlabel="GRPO steps", title=metric)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.1) / height, 1, 1))
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 

@@ -56,3 +56,14 @@ def test_seed_curves_colour_a_model_and_dash_its_seeds():
     renderer = fig.canvas.get_renderer()
     assert legend.get_window_extent(renderer).y1 <= min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
     plt.close(fig)
+
+
+def test_rl_curves_count_optimiser_steps_and_start_validation_at_the_sft_model():
+    rows = [{"epoch": e, "reward": 0.1 * e, "kl": 0.01, "flat_groups": 0.5, "val_ndcg10": 0.2 + 0.01 * e}
+            for e in range(2)]
+    fig = plots.rl_curves({"beam": rows}, steps_per_epoch=4, start=0.15)
+    reward, *_, val = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["reward", "kl", "flat_groups", "val_ndcg10"]
+    assert list(reward.lines[0].get_xdata()) == [4, 8]
+    assert list(val.lines[0].get_xdata()) == [0, 4, 8] and val.lines[0].get_ydata()[0] == 0.15
+    plt.close(fig)
