@@ -394,9 +394,7 @@ def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: 
     for n in names:
         # beside the validation score, GRPO's training signal averaged over the epochs each seed trained: the mean
         # reward of a rollout, and the share of groups whose rewards were all equal (no advantage, no gradient)
-        signal = {key: [float(np.mean([row[key] for row in curve])) if curve else float("nan")
-                        for curve in ([r for r in fresh[n][s].meta.get("curve", []) if key in r] for s in common)]
-                  for key in ("reward", "flat_groups")}
+        signal = {key: [epoch_mean(fresh[n][s], key) for s in common] for key in ("reward", "flat_groups")}
         table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common], **signal},
                      profile.name, seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
     by_seed = {s: replace(fresh[chosen][s], label=RL_CHOSEN) for s in common}
@@ -406,6 +404,12 @@ def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: 
                        + ("; provisional: candidates or seeds missing" if provisional else ""))
     versus = compare_pieces(by_seed, fresh[REASON], table, dataset, profile, n_boot) if REASON in fresh else {}
     return {"chosen": chosen, "candidates": val, "seeds": common, "provisional": provisional, "vs_reason": versus}
+
+
+def epoch_mean(piece: Piece, key: str) -> float:
+    """The mean of ``key`` over the epochs of a piece's curve that have it (NaN where none has)."""
+    values = [row[key] for row in piece.meta.get("curve", []) if key in row]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: ResultsTable, dataset: str,

@@ -317,8 +317,9 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     # beside the captions, the floor they must beat: always the genre most common among the taught items
     from collections import Counter
     from minirec.itemic import caption_groups
+    from minirec.onerec import OneRecConfig
     genres = split.dataset.items["genres"]
-    groups = caption_groups(split.dataset.n_items, 0.1)
+    groups = caption_groups(split.dataset.n_items, OneRecConfig.caption_holdout)
     counts = Counter(g for i in groups["captioned in training"] for g in genres.iloc[i])
     common = next(r["method"] for r in table.records if r["method"].startswith("always '")).split("'")[1]
     assert counts[common] == max(counts.values())
