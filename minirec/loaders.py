@@ -67,23 +67,33 @@ def _number(path: Path, lineno: int, column: str, value: str, kind=int):
         raise DataFormatError(f"{path}:{lineno}: column {column!r} should be a number, found {value!r}") from None
 
 
-def _read_udata(path: Path) -> tuple[list[str], list[str], list[float]]:
-    """GroupLens ``u.data``: user, item, rating, timestamp, tab-separated."""
-    users, items, ts = [], [], []
+def _read_udata(path: Path) -> tuple[list[str], list[str], list[float], list[int]]:
+    """GroupLens ``u.data``: user, item, rating, timestamp, tab-separated (and each row's line number)."""
+    users, items, ts, lines = [], [], [], []
     for lineno, f in read_rows(path, "\t", 4):
         _number(path, lineno, "rating", f[2], float)
         ts.append(_number(path, lineno, "timestamp", f[3], float))
         users.append(f[0].strip())
         items.append(f[1].strip())
+        lines.append(lineno)
     if not users:
         raise DataFormatError(f"{path}: contains no interactions")
-    return users, items, ts
+    return users, items, ts, lines
+
+
+def check_items_known(path: Path, lines: list[int], items: list[str], known, item_file: Path) -> None:
+    """Every interacted item has a row in the item file; the first that has none raises ``DataFormatError``
+    naming the interaction file, its line and the item (it would otherwise load as an item with no text)."""
+    known = set(known)
+    for lineno, item in zip(lines, items):
+        if item not in known:
+            raise DataFormatError(f"{path}:{lineno}: item {item!r} has no row in the item file {item_file}")
 
 
 def read_grouplens_100k(folder: Path) -> SequenceDataset:
     """The original GroupLens files ``u.data``, ``u.item`` (latin-1) and ``u.user``."""
     folder = Path(folder)
-    users, items, ts = _read_udata(folder / "u.data")
+    users, items, ts, lines = _read_udata(folder / "u.data")
     records = {}
     for lineno, f in read_rows(folder / "u.item", "|", 5 + len(ML100K_GENRES), encoding="latin-1"):
         match = re.match(r"^(.*?)\s*\((\d{4})\)\s*$", f[1])
@@ -93,6 +103,7 @@ def read_grouplens_100k(folder: Path) -> SequenceDataset:
             raise DataFormatError(f"{folder / 'u.item'}:{lineno}: genre flags must be 0 or 1, found {flags}")
         records[f[0]] = {"title": title, "year": year,
                          "genres": [g for g, x in zip(ML100K_GENRES, flags) if x == "1"]}
+    check_items_known(folder / "u.data", lines, items, records, folder / "u.item")
     item_table = pd.DataFrame.from_dict(records, orient="index")
     user_table = None
     if (folder / "u.user").exists():
@@ -120,12 +131,13 @@ def read_recbole_100k(folder: Path, prefix: str = "ml-100k") -> SequenceDataset:
     missing = {"user_id", "item_id", "timestamp"} - set(names)
     if missing:
         raise DataFormatError(f"{inter}:1: header lacks the fields {sorted(missing)}")
-    users, items, ts = [], [], []
+    users, items, ts, lines = [], [], [], []
     cu, ci, ct = names.index("user_id"), names.index("item_id"), names.index("timestamp")
     for lineno, f in rows:
         ts.append(_number(inter, lineno, "timestamp", f[ct], float))
         users.append(f[cu])
         items.append(f[ci])
+        lines.append(lineno)
     user_table = None
     if not (folder / f"{prefix}.item").exists():     # without titles, item text would be "item 1."
         raise DatasetNotFoundError(f"{folder / f'{prefix}.item'} is missing: the item file (titles, years, genres) "
@@ -135,6 +147,7 @@ def read_recbole_100k(folder: Path, prefix: str = "ml-100k") -> SequenceDataset:
     item_table = pd.DataFrame.from_dict(
         {f[names.index("item_id")]: {"title": get(f, "movie_title"), "year": get(f, "release_year"),
                                      "genres": get(f, "class").split()} for _, f in rows}, orient="index")
+    check_items_known(inter, lines, items, item_table.index, folder / f"{prefix}.item")
     if (folder / f"{prefix}.user").exists():
         path = folder / f"{prefix}.user"
         names, rows = read_atomic(path)

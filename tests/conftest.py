@@ -6,6 +6,7 @@ there, never to ``runs/`` or ``data/cache/``. Figures and results go to ``tmp_pa
 """
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,39 @@ _SESSION = tempfile.mkdtemp(prefix="minirec-tests-")
 os.environ["MINIREC_RUNS_DIR"] = os.path.join(_SESSION, "runs")
 os.environ["MINIREC_CACHE_DIR"] = os.path.join(_SESSION, "cache")      # shared by the session's tests
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parent.parent
+PRODUCTS = ("figures", "notebooks", "runs", "data", "README.md")     # what only the main job and the study may write
+
+
+def snapshot(root: Path, names=PRODUCTS) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``'s product folders: relative path -> (size, modification time in ns)."""
+    out = {}
+    for name in names:
+        top = root / name
+        paths = [top] if top.is_file() else (p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
+        for p in paths:
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def writes_between(before: dict, after: dict) -> list[str]:
+    """Files created, changed or deleted between two snapshots."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+_BEFORE = snapshot(REPO)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session fails when any test wrote into the repository's figures, notebooks, runs, data or README."""
+    writes = writes_between(_BEFORE, snapshot(REPO))
+    if writes:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: the tests wrote into the repository: {writes[:20]}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,23 @@ def test_missing_item_file_is_an_error(tmp_path):
         loaders.load_movielens_100k(tmp_path, download=False)
 
 
+def test_an_interaction_whose_item_has_no_row_in_the_item_file_is_an_error(tmp_path):
+    """Appended to the real RecBole files, one interaction with an unknown item must not load as a textless item."""
+    wheel = loaders.recbole_ml100k_folder()
+    for suffix in ("inter", "item"):
+        (tmp_path / f"ml-100k.{suffix}").write_bytes((wheel / f"ml-100k.{suffix}").read_bytes())
+    lines = (tmp_path / "ml-100k.inter").read_text().count("\n")
+    with open(tmp_path / "ml-100k.inter", "a") as f:
+        f.write("12\t99999\t5\t888888888\n")
+    with pytest.raises(mdata.DataFormatError, match=rf"ml-100k\.inter:{lines + 1}: item '99999' has no row in the "
+                                                    rf"item file .*ml-100k\.item"):
+        loaders.load_movielens_100k(tmp_path, download=False)
+    # the GroupLens files: the same rule, naming u.data's line
+    write_grouplens(tmp_path / "gl", [(1, 1, 5, 1), (1, 2, 5, 2), (2, 7, 5, 3)], items=[1, 2])
+    with pytest.raises(mdata.DataFormatError, match=r"u\.data:3: item '7' has no row in the item file .*u\.item"):
+        loaders.load_movielens_100k(tmp_path / "gl", download=False)
+
+
 def test_recbole_wheel_found_without_import():
     import sys
     folder = loaders.recbole_ml100k_folder()

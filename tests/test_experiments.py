@@ -106,6 +106,27 @@ def test_profiles_hold_recipes_not_architecture():
     assert all(p.recipe("warmup").weight_decay == 0 for p in PROFILES.values())
 
 
+def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default():
+    """``Profile.architecture`` changes a model's config: each key must be a field of every config that reads the
+    family's overrides, and a value equal to the config's own default is a second copy of that default."""
+    from dataclasses import fields
+    from minirec.agent.model import ShopXConfig
+    from minirec.onerec import OneRecConfig
+    from minirec.s2gr import S2GRConfig
+    from minirec.sasrec import SASRecConfig
+    readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
+               "agent": (ShopXConfig,)}
+    for profile in PROFILES.values():
+        assert set(profile.architecture) <= set(readers), f"{profile.name}: a family no config reads"
+        for family, overrides in profile.architecture.items():
+            for config in readers[family]:
+                defaults = {f.name: f.default for f in fields(config)}
+                unknown = set(overrides) - set(defaults)
+                assert not unknown, f"{profile.name}.{family}: {sorted(unknown)} are not fields of {config.__name__}"
+                repeats = [k for k, v in overrides.items() if defaults[k] == v]
+                assert not repeats, f"{profile.name}.{family} repeats {config.__name__}'s defaults {repeats}"
+
+
 def test_reusing_a_checkpoint_trained_in_the_same_process_is_not_logged_as_a_saving(setup, tmp_path, monkeypatch):
     split, _, spec, profile = setup
     log = tmp_path / "reused.jsonl"

@@ -24,8 +24,11 @@ def figures_in_readme_map(notebook: Path) -> list[str]:
     return re.findall(r"`(\d\d[a-z]?_[a-z0-9_-]+)`", row.split("|")[4])
 
 
-def test_notebooks_found():
-    assert [nb.name[:2] for nb in notebooks()][:2] == ["01", "02"]
+def test_every_notebook_in_the_folder_is_in_the_course_and_in_the_readme_map_in_order():
+    course = [nb.name for nb in notebooks()]
+    assert course == [p.name for p in ALL], "a notebook in notebooks/ that the main job would never run"
+    mapped = re.findall(r"^\| `(\d\d[a-z]?_[^`]+\.ipynb)`", README, re.M)
+    assert mapped == course, "the README's notebook map and the course disagree"
 
 
 def test_bonus_notebooks_follow_the_notebook_they_extend():
@@ -118,5 +121,20 @@ def test_misspelled_parameter_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_tests_never_write_into_the_repository():
-    assert str(FIGURES_DIR) not in str(Path(__import__("os").environ["MINIREC_RUNS_DIR"]))
+def test_the_repository_guard_sees_every_kind_of_write(tmp_path):
+    """conftest fails the session when a test writes into the repository; its snapshot must see each kind of write."""
+    from conftest import snapshot, writes_between
+    (tmp_path / "figures" / "study").mkdir(parents=True)
+    (tmp_path / "figures" / "a.png").write_bytes(b"a")
+    (tmp_path / "figures" / "study" / "b.npz").write_bytes(b"b")
+    (tmp_path / "README.md").write_text("x")
+    (tmp_path / "minirec").mkdir()
+    before = snapshot(tmp_path)
+    assert set(before) == {"figures/a.png", "figures/study/b.npz", "README.md"}
+    (tmp_path / "figures" / "a.png").write_bytes(b"changed")
+    (tmp_path / "figures" / "study" / "b.npz").unlink()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "new.ckpt").write_bytes(b"c")
+    (tmp_path / "minirec" / "code.py").write_text("not a product")
+    assert writes_between(before, snapshot(tmp_path)) == ["figures/a.png", "figures/study/b.npz", "runs/new.ckpt"]
+    assert writes_between(before, before) == []
