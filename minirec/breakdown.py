@@ -49,9 +49,13 @@ def history_groups(stage: EvalStage) -> np.ndarray:
 
 
 def by_group(per_user: dict[str, np.ndarray], groups: np.ndarray, reference: str, n_boot: int = 2000,
-             order: list[str] | None = None) -> pd.DataFrame:
+             order: list[str] | None = None, per_seed: dict[str, dict[int, np.ndarray]] | None = None) -> pd.DataFrame:
     """One row per (group, model): users, mean, and the difference to ``reference`` with its 95% interval; the
-    bootstrap results themselves are in ``frame.attrs["bootstrap"]``, keyed by (group, model)."""
+    bootstrap results themselves are in ``frame.attrs["bootstrap"]``, keyed by (group, model).
+
+    ``per_seed`` (model -> seed -> per-user values), where a model and the reference both have it: the interval is
+    the two-level bootstrap over the seeds both have, then the group's users (otherwise over the users of
+    ``per_user``)."""
     if reference not in per_user:
         raise ValueError(f"reference {reference!r} is not among the models {sorted(per_user)}")
     groups = np.asarray(groups, dtype=object)
@@ -66,10 +70,20 @@ def by_group(per_user: dict[str, np.ndarray], groups: np.ndarray, reference: str
         for name, values in per_user.items():
             row = {"group": group, "model": name, "users": int(keep.sum()), "mean": float(values[keep].mean())}
             if name != reference:
-                res = results[group, name] = paired_bootstrap(values[keep], per_user[reference][keep], n_boot=n_boot)
+                mine, theirs = _paired(name, reference, per_user, per_seed or {})
+                res = results[group, name] = paired_bootstrap(mine[..., keep], theirs[..., keep], n_boot=n_boot)
                 row.update({f"− {reference}": res.diff, "95% CI": f"[{res.low:+.4f}, {res.high:+.4f}]",
                             "verdict": direction(res.diff, res.significant)})
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["bootstrap"] = results
     return frame
+
+
+def _paired(name: str, reference: str, per_user: dict[str, np.ndarray],
+            per_seed: dict[str, dict[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """What the bootstrap pairs: (seeds, users) stacks over the seeds both models have, else per-user values."""
+    common = sorted(set(per_seed.get(name, {})) & set(per_seed.get(reference, {})))
+    if not common:
+        return np.asarray(per_user[name]), np.asarray(per_user[reference])
+    return (np.stack([per_seed[name][s] for s in common]), np.stack([per_seed[reference][s] for s in common]))

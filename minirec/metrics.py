@@ -9,6 +9,9 @@
 - Comparisons between two methods use a paired bootstrap over users: resample users
   with replacement, recompute the difference of the means, read off the 2.5% and 97.5%
   quantiles. With ~900 users, differences of ~10% NDCG@10 are often inside the noise.
+  With several seeds of both methods (the study) the bootstrap has two levels: resample
+  seeds with replacement, then users within each drawn seed, so the interval carries the
+  seed-to-seed noise as well as the users'. One seed (the course) is the user bootstrap.
 
 A *ranker* is anything with ``rank_topk(inputs, exclude, k) -> (B, k) item indices``,
 where ``inputs`` and ``exclude`` are (B, T) and (B, E) LongTensors left-padded with -1.
@@ -97,7 +100,7 @@ def stage_batches(stage: EvalStage, max_len: int = MAX_HISTORY, batch_size: int 
 
 @dataclass
 class BootstrapResult:
-    """Paired bootstrap of mean(a) - mean(b) over users."""
+    """Paired bootstrap of mean(a) - mean(b): over users, or over seeds and then users (``n_seeds`` > 1)."""
 
     metric: str
     mean_a: float
@@ -107,6 +110,7 @@ class BootstrapResult:
     high: float          # 97.5% quantile
     n_users: int
     n_boot: int
+    n_seeds: int = 1     # seeds resampled at the first level (1: users only)
 
     @property
     def relative(self) -> float:
@@ -149,13 +153,39 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tup
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, metric: str = "", n_boot: int = 2000,
                      seed: int = 0) -> BootstrapResult:
-    """Paired bootstrap over users of per-user metrics ``a`` and ``b`` (same users, same order)."""
+    """Paired bootstrap of per-user metrics ``a`` and ``b`` (same users, same order).
+
+    1-D arrays (users,): resample users. 2-D arrays (seeds, users), row s of both from seed s: the two-level
+    bootstrap (``two_level_means``): resample seeds, then users within each drawn seed. One row is the user
+    bootstrap, with the same draws.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired bootstrap needs two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    if a.shape != b.shape or a.ndim not in (1, 2) or a.size == 0:
+        raise ValueError(f"paired bootstrap needs two arrays of one shape, (users,) or (seeds, users), "
+                         f"got {a.shape} and {b.shape}")
+    diff = (a - b).reshape(-1, a.shape[-1])                 # (S, U)
+    n_seeds, n_users = diff.shape
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    diffs = (a - b)[idx].mean(axis=1)
+    if n_seeds == 1:
+        diffs = diff[0][rng.integers(0, n_users, size=(n_boot, n_users))].mean(axis=1)
+    else:
+        diffs = np.concatenate([two_level_means(diff, rng.integers(0, n_seeds, size=(rows, n_seeds)),
+                                                rng.integers(0, n_users, size=(rows, n_seeds, n_users)))
+                                for rows in _chunks(n_boot, max(1, 2_000_000 // (n_seeds * n_users)))])
     low, high = np.quantile(diffs, [0.025, 0.975])
     return BootstrapResult(metric, float(a.mean()), float(b.mean()), float(a.mean() - b.mean()),
-                           float(low), float(high), len(a), n_boot)
+                           float(low), float(high), n_users, n_boot, n_seeds)
+
+
+def two_level_means(diff: np.ndarray, seed_draws: np.ndarray, user_draws: np.ndarray) -> np.ndarray:
+    """The statistic of each two-level resample: ``diff`` (S, U) per-seed, per-user differences; ``seed_draws``
+    (B, S') the seeds drawn; ``user_draws`` (B, S', U') the users drawn within each drawn seed. Returns (B,) the
+    mean over the drawn (seed, user) cells."""
+    picked = diff[seed_draws[:, :, None], user_draws]      # (B, S', U')
+    return picked.mean(axis=(1, 2))
+
+
+def _chunks(total: int, size: int):
+    """Sizes of consecutive chunks that add up to ``total`` (bounded memory for many users)."""
+    for lo in range(0, total, size):
+        yield min(size, total - lo)

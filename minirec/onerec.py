@@ -34,6 +34,7 @@ from .backbone import SPECIAL_TOKENS
 from .beam_search import constrained_beam_search
 from .data import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
                    training_windows)
+from .embeddings import DEFAULT_ENCODER
 from .generative import GenerativeRecommender, GenRecConfig
 from .itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
                      TaskBatches, collate_examples, language_examples, left_pad, persona_examples, sequential_examples,
@@ -55,7 +56,7 @@ class OneRecConfig(GenRecConfig):
     caption_holdout: float = 0.1                # share of items whose words are never shown next to their SID
     language_corpus: str = ""                   # a UTF-8 file, one document per line; "" = the item captions
     rationale_similarity: str = "text"          # text (sentence-encoder cosine, the paper's) | sid (shared prefix)
-    rationale_encoder: str = "all-MiniLM-L6-v2"
+    rationale_encoder: str = DEFAULT_ENCODER
     rationale_k: int = 3                        # most similar history items whose genres the rationale names
     rationale_genres: int = 2                   # genres named in a rationale
     reason_examples: int | None = None          # (user, target) pairs per reasoning epoch; None: one per window

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .embeddings import DEFAULT_ENCODER
+
 FAMILIES = ("sasrec", "generative", "onerec", "warmup", "rl", "agent", "quantizer")
 
 
@@ -41,6 +43,17 @@ class Recipe:
     horizon_steps: int | None = None    # cosine horizon; None = this run's own budget (max_epochs x batches)
     decay_patience: int = 2             # plateau: epochs without a validation gain before the lr is cut
     decay_factor: float = 0.5           # plateau: what each cut multiplies the lr by
+
+
+@dataclass(frozen=True)
+class SIDConfig:
+    """Which semantic-ID table the generative models read (notebook 04's), written once: every notebook from 05 on
+    and the study take it from the profile."""
+    quantizer: str = "CoBa"             # RQ-KMeans | RQ-VAE | CoBa (quantizers.QUANTIZERS)
+    encoder: str = DEFAULT_ENCODER      # the sentence encoder whose item embeddings are quantised
+    levels: int = 3                     # L semantic levels
+    codebook_size: int = 32             # K codes per level (K^L prefixes: far more than items)
+    seed: int = 0                       # the quantiser's seed
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class Profile:
     devices: int | str = 1
     precision: str = "32-true"
     progress_bar: bool = False
+    sids: SIDConfig = field(default_factory=SIDConfig)   # the SID table of notebooks 05 onwards and the study
 
     def recipe(self, family: str) -> Recipe:
         """The training recipe of a model family (``sasrec``, ``generative``, ``quantizer``)."""

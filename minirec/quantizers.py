@@ -35,7 +35,7 @@ from sklearn.cluster import KMeans
 from torch.utils.data import DataLoader, TensorDataset
 
 from .graph import collaborative_embeddings
-from .profiles import DEFAULT_PROFILE, Profile, Recipe, get_profile
+from .profiles import DEFAULT_PROFILE, Profile, Recipe, SIDConfig, get_profile
 from .training import quiet_lightning
 
 
@@ -304,15 +304,30 @@ def make_quantizer(name: str, profile: Profile, levels: int = 3, codebook_size: 
     return QUANTIZERS[name](config, profile.recipe("quantizer"), **trainer)
 
 
-def cached_sid_table(name: str, dataset, split, profile: Profile, encoder: str = "all-MiniLM-L6-v2",
-                     levels: int = 3, codebook_size: int = 32, seed: int = 0):
-    """The SID table notebook 04 builds (``<cache>/sids/<dataset>_<name>_L<levels>_K<K>_s<seed>.npz``),
-    loaded when it was made with these very settings, else rebuilt the same way."""
+def sid_cache_path(dataset, quantizer, profile: Profile, encoder: str) -> "Path":
+    """Where a SID table is cached: ``<cache>/sids/<dataset>_<quantiser>_L<L>_K<K>_s<seed>-<digest>.npz``, the digest
+    covering everything that makes the table (the quantiser's settings and recipe, the encoder, the Trainer's
+    precision), so tables made under two profiles never overwrite each other."""
+    import hashlib
+    import json
+
     from .artifacts import cache_dir
+
+    made_by = dict(quantizer.settings(), encoder=encoder, precision=profile.precision)
+    digest = hashlib.sha256(json.dumps(made_by, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    c = quantizer.config
+    return cache_dir("sids") / f"{dataset.name}_{quantizer.name}_L{c.levels}_K{c.codebook_size}_s{c.seed}-{digest}.npz"
+
+
+def cached_sid_table(dataset, split, profile: Profile, sids: SIDConfig | None = None):
+    """The SID table notebook 04 builds, as ``sids`` (default: the profile's ``SIDConfig``) describes it: loaded
+    from its cache (``sid_cache_path``) when it was made with these very settings, else built the same way."""
     from .embeddings import item_embeddings
     from .semantic_ids import build_sid_table
 
-    x = item_embeddings(dataset, encoder)
-    path = cache_dir("sids") / f"{dataset.name}_{name}_L{levels}_K{codebook_size}_s{seed}.npz"
-    return build_sid_table(make_quantizer(name, profile, levels, codebook_size, seed), x, dataset, split.train,
-                           cache=path, encoder=encoder)
+    sids = sids or profile.sids
+    x = item_embeddings(dataset, sids.encoder)
+    quantizer = make_quantizer(sids.quantizer, profile, sids.levels, sids.codebook_size, sids.seed)
+    return build_sid_table(quantizer, x, dataset, split.train, cache=sid_cache_path(dataset, quantizer, profile,
+                                                                                    sids.encoder),
+                           encoder=sids.encoder)

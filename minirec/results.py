@@ -57,7 +57,8 @@ class ResultsTable:
         row = {"dataset": dataset, "a": a, "b": b, "metric": result.metric, "mean_a": result.mean_a,
                "mean_b": result.mean_b, "diff": result.diff, "relative": result.relative,
                "ci95": [result.low, result.high], "significant": result.significant,
-               "n_users": result.n_users, "n_boot": result.n_boot, "profile": profile, "commit": git_commit()}
+               "n_users": result.n_users, "n_seeds": result.n_seeds, "n_boot": result.n_boot, "profile": profile,
+               "commit": git_commit()}
         self.comparisons = _upsert(self.comparisons, row, ("profile", "dataset", "a", "b", "metric"))
         self.save()
 
@@ -121,13 +122,18 @@ class ResultsTable:
                 out.append(f"| {key[0]} | {_escape(key[1])} | {len(first['seeds'])} | " + " | ".join(values) + " |")
             out.append("")
         if comparisons:
-            out += ["### paired bootstrap comparisons (95% CI over users)", "",
-                    "| dataset | A | B | metric | A | B | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+            out += ["### paired bootstrap comparisons", "",
+                    "95% CI of A − B. Resampled: *users* (one seed), or *seeds, users*: the two-level bootstrap over "
+                    "the seeds both have, then users within each seed.", "",
+                    "| dataset | A | B | metric | A | B | A − B | 95% CI | resampled | verdict |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]
             for c in comparisons:
                 verdict = direction(c["diff"], c["significant"], "A better", "B better")
+                seeds = c.get("n_seeds", 1)
+                over = f"{seeds} seeds, users" if seeds > 1 else "users"
                 out.append(f"| {c['dataset']} | {_escape(c['a'])} | {_escape(c['b'])} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
-                           f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {verdict} |")
+                           f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {over} | {verdict} |")
             out.append("")
         return out
 

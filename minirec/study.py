@@ -58,10 +58,10 @@ CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings 
 HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
-def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder: str = "all-MiniLM-L6-v2",
-                   levels: int = 3, codebook_size: int = 32) -> dict[str, RunSpec]:
+def headline_specs(ds, split, profile: Profile) -> dict[str, RunSpec]:
     """SASRec (the references' first grid setting), TIGER-mini, item-ID TIGER, S²GR-mini (the method's form) and
-    OneRec-Think's three ranking stages on notebook 04's SID table, as notebooks 02, 05b, 06, 07 and 08 build them."""
+    OneRec-Think's three ranking stages on the profile's SID table (``Profile.sids``), as notebooks 02, 05b, 06, 07
+    and 08 build them."""
     from .generative import GenerativeRecommender, GenRecConfig
     from .grpo import ReasoningRL
     from .itemic import tokenizer_corpus
@@ -71,7 +71,7 @@ def headline_specs(ds, split, profile: Profile, quantizer: str = "CoBa", encoder
     from .s2gr import S2GR, S2GRConfig
     from .semantic_ids import item_id_table
 
-    sids = cached_sid_table(quantizer, ds, split, profile, encoder, levels, codebook_size)
+    sids = cached_sid_table(ds, split, profile)
     texts = ds.items["text"].tolist()
     arch = profile.arch("generative")
     base = RunSpec(BASE, OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
@@ -582,8 +582,9 @@ def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
                    n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> dict:
-    """Paired bootstraps of ``a`` against ``b``: per-user metrics averaged over the seeds both have, on the test
-    users both were evaluated on (a held-out-user validation leaves its validation users out of the test)."""
+    """Paired bootstraps of ``a`` against ``b`` over the seeds both have (two levels: seeds, then users within each
+    seed), on the test users both were evaluated on (a held-out-user validation leaves its validation users out of
+    the test)."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {}
@@ -591,8 +592,8 @@ def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable
     _, in_a, in_b = np.intersect1d(users_a, users_b, return_indices=True)
     out = {}
     for m in metrics:
-        mine = np.mean([a[s].per_user[m] for s in seeds], axis=0)[in_a]
-        theirs = np.mean([b[s].per_user[m] for s in seeds], axis=0)[in_b]
+        mine = np.stack([a[s].per_user[m][in_a] for s in seeds])            # (seeds, users)
+        theirs = np.stack([b[s].per_user[m][in_b] for s in seeds])
         res = paired_bootstrap(mine, theirs, m, n_boot=n_boot)
         table.compare(dataset, a[seeds[0]].label, b[seeds[0]].label, res, profile.name)
         out[m] = res
@@ -609,17 +610,21 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
 
     if REFERENCE not in fresh:
         return {}
-    per_user = {"Popularity": evaluate(Popularity(split), split.test)["ndcg@10"]}
+    popularity = evaluate(Popularity(split), split.test)["ndcg@10"]
+    per_user = {"Popularity": popularity}
     per_user.update({label: np.mean([by_seed[s].per_user["ndcg@10"] for s in sorted(by_seed)], axis=0)
                      for label, by_seed in fresh.items()})
     seeds = {label: sorted(by_seed) for label, by_seed in fresh.items()}
+    # the intervals: two levels over the seeds a model shares with TIGER-mini (Popularity is the same every seed)
+    per_seed = {label: {s: p.per_user["ndcg@10"] for s, p in by_seed.items()} for label, by_seed in fresh.items()}
+    per_seed["Popularity"] = {s: popularity for s in seeds[REFERENCE]}
     groupings = {"by_popularity": (breakdown.popularity_groups(split, split.test),
                                    [f"cold (<{breakdown.COLD})", "tail", "torso", "head"]),
                  "by_history": (breakdown.history_groups(split.test), ["short", "medium", "long"])}
     frames = {}
     for name, (groups, order) in groupings.items():
         frame = breakdown.by_group({k: np.asarray(v) for k, v in per_user.items()}, groups, reference=REFERENCE,
-                                   n_boot=n_boot, order=order)
+                                   n_boot=n_boot, order=order, per_seed=per_seed)
         for row in frame.itertuples(index=False):          # one value per seed: the group's mean under that seed
             keep = groups == row.group
             if row.model in fresh:

@@ -41,3 +41,18 @@ def test_by_group_compares_inside_each_group():
         by_group({"ref": ref}, groups, reference="nope")
     with pytest.raises(ValueError, match="one length"):
         by_group({"ref": ref[:10]}, groups, reference="ref")
+
+
+def test_by_group_bootstraps_seeds_then_users_where_both_models_have_seeds():
+    """Group a: the model gains +1 on seed 0 and loses 1 on seed 1. Averaged over seeds it ties the reference, and
+    the user bootstrap would call the tie certain; over the shared seeds the interval spans [-1, +1]."""
+    groups = np.array(["a"] * 40 + ["b"] * 40)
+    ref = {0: np.zeros(80), 1: np.zeros(80), 2: np.zeros(80)}
+    model = {0: np.r_[np.ones(40), np.ones(40)], 1: np.r_[-np.ones(40), np.ones(40)]}
+    mean = {"ref": np.zeros(80), "model": np.mean(list(model.values()), axis=0)}
+    frame = by_group(mean, groups, reference="ref", n_boot=1000, per_seed={"ref": ref, "model": model})
+    a, b = frame.attrs["bootstrap"]["a", "model"], frame.attrs["bootstrap"]["b", "model"]
+    assert a.n_seeds == 2 and (a.low, a.high) == (-1.0, 1.0) and a.n_users == 40
+    assert b.significant and b.diff == pytest.approx(1.0)
+    users_only = by_group(mean, groups, reference="ref", n_boot=1000).attrs["bootstrap"]["a", "model"]
+    assert users_only.n_seeds == 1 and (users_only.low, users_only.high) == (0.0, 0.0)

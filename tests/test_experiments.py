@@ -202,6 +202,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert record["seeds"] == [0, 1] and record["mean"] == pytest.approx(expected)
     (comparison,) = [c for c in table.comparisons if c["a"] == "Other" and c["metric"] == "ndcg@10"]
     assert comparison["b"] == "TIGER-mini" and comparison["n_users"] == len(split.test)
+    assert comparison["n_seeds"] == 2, "a study comparison resamples the seeds both have, then users"
     assert summary["Other"]["common_seeds"] == [0, 1] and len(summary["Other"]["epoch_seconds_ratio"]) == 2
     assert table.get("synthetic", "Other validation vs test", "test_over_val", "val_test", profile.name)
     by_history = summary["breakdown"]["by_history"]
@@ -212,7 +213,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
                                                          for s in (0, 1)]))
     kept = table.get("synthetic", "Other [long]", "ndcg@10", "by_history", profile.name)
     (interval,) = [c for c in table.comparisons if c["a"] == "Other [long]"]     # the paired interval in the group
-    assert interval["b"] == "TIGER-mini [long]" and interval["n_users"] == keep.sum()
+    assert interval["b"] == "TIGER-mini [long]" and interval["n_users"] == keep.sum() and interval["n_seeds"] == 2
     assert interval["diff"] == pytest.approx(long["− TIGER-mini"].item())
     shown = study.recorded_breakdown(table, "synthetic", profile.name).set_index(["model", "group"])
     assert shown.loc[("Other", "long"), "diff"] == pytest.approx(interval["diff"]) and ("TIGER-mini", "long") not in shown.index

@@ -40,3 +40,38 @@ def test_paired_bootstrap():
     assert not same_mean.significant and "within noise" in same_mean.verdict()
     with pytest.raises(ValueError):
         metrics.paired_bootstrap(a, a[:10])
+
+
+def test_two_level_statistic_by_hand():
+    """Two seeds (rows) of three users: each resample's statistic is the mean over the drawn (seed, user) cells."""
+    diff = np.array([[1.0, 2.0, 3.0],
+                     [10.0, 20.0, 30.0]])
+    seeds = np.array([[1, 1],           # seed 1 twice
+                      [0, 1]])          # each seed once
+    users = np.array([[[0, 0, 0], [2, 2, 1]],        # seed 1: users 0,0,0 -> 10,10,10; seed 1: 2,2,1 -> 30,30,20
+                      [[0, 1, 2], [0, 1, 2]]])       # seed 0: 1,2,3; seed 1: 10,20,30
+    means = metrics.two_level_means(diff, seeds, users)
+    assert means.tolist() == pytest.approx([(10 + 10 + 10 + 30 + 30 + 20) / 6, (1 + 2 + 3 + 10 + 20 + 30) / 6])
+
+
+def test_two_level_bootstrap_carries_the_seed_noise_a_user_bootstrap_hides():
+    """Every user gains +1 under seed 0 and -1 under seed 1: averaged over seeds, every user's difference is 0, so
+    the user bootstrap gives a zero-width interval; the seeds disagree, so the two-level interval must not. With two
+    seeds and no user noise the resampled means are -1, 0, 0, +1 with probabilities 1/4, 1/2, 1/4, so the 2.5% and
+    97.5% quantiles are -1 and +1."""
+    a = np.array([np.ones(50), -np.ones(50)])
+    b = np.zeros_like(a)
+    users_only = metrics.paired_bootstrap(a.mean(axis=0), b.mean(axis=0), "x", n_boot=2000)
+    assert (users_only.low, users_only.high) == (0.0, 0.0)
+    two = metrics.paired_bootstrap(a, b, "x", n_boot=2000)
+    assert (two.low, two.high) == (-1.0, 1.0) and two.n_seeds == 2 and two.n_users == 50
+    assert not two.significant and two.diff == 0.0
+    # one seed: exactly the user bootstrap (the same draws)
+    rng = np.random.default_rng(1)
+    x, y = rng.random(300), rng.random(300)
+    assert metrics.paired_bootstrap(x[None], y[None], "x", n_boot=300) == metrics.paired_bootstrap(x, y, "x", n_boot=300)
+    # a real gain with little seed noise stays beyond noise
+    gain = metrics.paired_bootstrap(np.stack([x + 0.2, x + 0.25, x + 0.15]), np.stack([x, x, x]), "x", n_boot=500)
+    assert gain.significant and gain.low > 0.1
+    with pytest.raises(ValueError, match=r"\(seeds, users\)"):
+        metrics.paired_bootstrap(np.zeros((2, 3)), np.zeros((3, 3)))

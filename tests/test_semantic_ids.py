@@ -101,3 +101,24 @@ def test_uniformity_loss_pushes_only_codewords_closer_than_the_margin():
     with torch.no_grad():
         module.codebooks -= 0.1 * module.codebooks.grad
     assert torch.dist(module.codebooks[0, 0], module.codebooks[0, 1]).item() > before   # the pair is pushed apart
+
+
+def test_sid_cache_path_covers_everything_that_makes_the_table(synthetic):
+    """Course and study train CoBa for different epochs: their tables must not share a cache file (one would
+    overwrite the other); k-means has no training recipe, so its table is the same file under both."""
+    from dataclasses import replace
+
+    from minirec.profiles import SIDConfig, get_profile
+    from minirec.quantizers import make_quantizer, sid_cache_path
+    course, study = get_profile("course"), get_profile("study")
+    assert course.recipe("quantizer").max_epochs != study.recipe("quantizer").max_epochs
+    coba = {p.name: sid_cache_path(synthetic, make_quantizer("CoBa", p), p, "all-MiniLM-L6-v2") for p in (course, study)}
+    assert coba["course"] != coba["study"] and coba["course"].parent == coba["study"].parent
+    assert coba["course"].name.startswith("synthetic_CoBa_L3_K32_s0-")
+    kmeans = [sid_cache_path(synthetic, make_quantizer("RQ-KMeans", p), p, "all-MiniLM-L6-v2") for p in (course, study)]
+    assert kmeans[0] == kmeans[1]
+    assert sid_cache_path(synthetic, make_quantizer("RQ-KMeans", course), course, "another-encoder") != kmeans[0]
+    bf16 = replace(course, precision="bf16-mixed")
+    assert sid_cache_path(synthetic, make_quantizer("CoBa", bf16), bf16, "all-MiniLM-L6-v2") != coba["course"]
+    # the SID table every later notebook and the study read is named once, in the profile
+    assert course.sids == study.sids == SIDConfig() and SIDConfig().quantizer == "CoBa"
