@@ -40,9 +40,6 @@ from .results import RANKING_METRICS, ResultsTable
 from .training import FitResult, fit, load_fit, log_checkpoint
 
 
-_TRAINED_IN_THIS_PROCESS: set[Path] = set()   # checkpoints this kernel trained (their reuse is not a saving)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """What one experiment trains; ``run`` decides how from a profile."""
@@ -189,7 +186,7 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     folder = checkpoint_dir(spec, fp, seed, runs_dir)
     log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
     if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
-        result = load_fit(spec.build(), folder)
+        result = load_fit(spec.build(), folder, profile.device())
         _log_reuse(spec, fp, seed, result.seconds, runs_dir)
         if verbose:
             print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
@@ -206,7 +203,6 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
         module.load_state_dict(start.state_dict())
     datamodule = module.make_datamodule(split, seed)
     result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
-    _TRAINED_IN_THIS_PROCESS.add(folder)
     log_checkpoint(log_name, seed, result.seconds, trained=True)
     return result
 
@@ -216,8 +212,7 @@ def _log_reuse(spec: RunSpec, fp: dict, seed: int, seconds: float, runs_dir: str
     without them, the notebook would have trained the whole chain."""
     while True:
         folder = checkpoint_dir(spec, fp, seed, runs_dir)
-        if folder not in _TRAINED_IN_THIS_PROCESS:      # a notebook's own checkpoint saved it nothing
-            log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, seconds)
+        log_checkpoint(f"{fp['dataset']}/{folder.parent.name}", seed, seconds)
         if spec.parent is None:
             return
         spec, fp = spec.parent, fp["parent"]
@@ -236,7 +231,8 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
     fits, per_seed, per_user, by_seed = [], {}, {}, {}
     for seed in spec.seeds:
         result = fit_or_load(spec, split, profile, seed, retrain, runs_dir, verbose)
-        scores = evaluate(result.module, split.test)
+        with profile.autocast():                 # the test stage on the profile's device, at its precision
+            scores = evaluate(result.module, split.test, device=profile.device())
         by_seed[seed] = scores
         for name, values in scores.items():
             per_seed.setdefault(name, []).append(float(values.mean()))
@@ -264,10 +260,11 @@ def compare_against(table: ResultsTable, dataset: str, name: str, per_user: dict
     from .metrics import paired_bootstrap
 
     results = []
-    for m in metric_names:
-        for other, ref in references.items():
-            res = paired_bootstrap(per_user[m], ref[m], m, n_boot=profile.n_boot)
-            table.compare(dataset, name, other, res, profile.name)
-            print(res.verdict(name, other))
-            results.append(res)
+    with table.writing_once():
+        for m in metric_names:
+            for other, ref in references.items():
+                res = paired_bootstrap(per_user[m], ref[m], m, n_boot=profile.n_boot)
+                table.compare(dataset, name, other, res, profile.name)
+                print(res.verdict(name, other))
+                results.append(res)
     return results

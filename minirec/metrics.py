@@ -78,14 +78,23 @@ def summarize(per_user: dict[str, np.ndarray]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(ranker: Ranker, stage: EvalStage, ks: tuple[int, ...] = KS, batch_size: int = 256,
-             max_len: int = MAX_HISTORY, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-    """Run the protocol on one stage: per-user metrics for every K."""
+             max_len: int = MAX_HISTORY, device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """Run the protocol on one stage: per-user metrics for every K. Batches go to ``device`` (default: where the
+    ranker's weights are; the CPU for a ranker without weights)."""
+    device = device if device is not None else ranker_device(ranker)
     results: dict[str, list[np.ndarray]] = {}
     for x, ex, targets in stage_batches(stage, max_len, batch_size, device):
         topk = ranker.rank_topk(x, ex, max(ks))
         for name, v in topk_metrics(topk, targets, ks).items():
             results.setdefault(name, []).append(v)
     return {name: np.concatenate(v) for name, v in results.items()}
+
+
+def ranker_device(ranker) -> torch.device:
+    """Where a ranker's weights are (the CPU for one without parameters, such as popularity)."""
+    parameters = getattr(ranker, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
 
 
 def stage_batches(stage: EvalStage, max_len: int = MAX_HISTORY, batch_size: int = 256,

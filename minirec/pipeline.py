@@ -159,10 +159,13 @@ def _log_entries(log: str) -> list[dict]:
 
 
 def reused_checkpoints(log: str) -> dict[tuple[str, int], float]:
-    """(run, seed) -> training seconds, for every checkpoint a notebook reused (from its reuse log)."""
-    out = {}
+    """(run, seed) -> training seconds, for every checkpoint a notebook reused (from its reuse log); a checkpoint the
+    notebook trained earlier in the same log saved it nothing and is left out."""
+    out, trained = {}, set()
     for entry in _log_entries(log):
-        if not entry.get("trained"):
+        if entry.get("trained"):
+            trained.add((entry["run"], entry["seed"]))
+        elif (entry["run"], entry["seed"]) not in trained:
             seconds = entry["seconds"]
             out[(entry["run"], entry["seed"])] = seconds if math.isfinite(seconds) else 0.0   # nan: not recorded
     return out

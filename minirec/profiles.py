@@ -95,6 +95,30 @@ class Profile:
         return dict(accelerator=self.accelerator, devices=self.devices, precision=self.precision,
                     enable_progress_bar=self.progress_bar)
 
+    def device(self) -> torch.device:
+        """The torch device everything after ``fit`` runs on (evaluation, beam search, serving, agent episodes, the
+        sentence encoder): the one the Trainer trains on."""
+        return torch_device(self.accelerator)
+
+    def autocast(self):
+        """The precision of the fits, for code that runs outside Lightning: bf16 / fp16 autocast on the profile's
+        device where the precision is mixed, else nothing."""
+        import contextlib
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.precision))
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device().type, dtype=dtype)
+
+
+def torch_device(accelerator: str) -> torch.device:
+    """A Lightning accelerator name as a torch device (``auto``: a GPU where there is one)."""
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    names = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
+    if accelerator not in names:
+        raise ValueError(f"unknown accelerator {accelerator!r}; choose one of {sorted(names) + ['auto']}")
+    return torch.device(names[accelerator])
+
 
 _SASREC_GRID = ({"dropout": 0.2}, {"dropout": 0.5})
 

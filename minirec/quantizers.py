@@ -326,7 +326,7 @@ def cached_sid_table(dataset, split, profile: Profile, sids: SIDConfig | None = 
     from .semantic_ids import build_sid_table
 
     sids = sids or profile.sids
-    x = item_embeddings(dataset, sids.encoder)
+    x = item_embeddings(dataset, sids.encoder, device=str(profile.device()))
     quantizer = make_quantizer(sids.quantizer, profile, sids.levels, sids.codebook_size, sids.seed)
     return build_sid_table(quantizer, x, dataset, split.train, cache=sid_cache_path(dataset, quantizer, profile,
                                                                                     sids.encoder),

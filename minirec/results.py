@@ -7,6 +7,7 @@ bootstrap comparisons are kept beside the records.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -33,6 +34,23 @@ class ResultsTable:
             data = {}
         self.records: list[dict] = data.get("records", [])
         self.comparisons: list[dict] = data.get("comparisons", [])
+        self._held = 0          # open ``writing_once`` blocks: while any is open, changes wait to be written
+
+    @contextlib.contextmanager
+    def writing_once(self):
+        """A step that records, compares and forgets many rows writes the files once, when it ends; a step that
+        fails writes nothing, and the files keep what they held before it."""
+        self._held += 1
+        try:
+            yield self
+        finally:
+            self._held -= 1
+        if not self._held:
+            self.save()
+
+    def _changed(self) -> None:
+        if not self._held:
+            self.save()
 
     # ------------------------------------------------------------------ writing
     def record(self, dataset: str, method: str, per_seed: dict[str, Iterable[float]], profile: str,
@@ -50,7 +68,7 @@ class ResultsTable:
             if notes:
                 row["notes"] = notes
             self.records = _upsert(self.records, row, ("profile", "table", "dataset", "method", "metric"))
-        self.save()
+        self._changed()
 
     def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str) -> None:
         """Upsert a paired bootstrap comparison of method ``a`` against ``b``."""
@@ -60,7 +78,7 @@ class ResultsTable:
                "n_users": result.n_users, "n_seeds": result.n_seeds, "n_boot": result.n_boot, "profile": profile,
                "commit": git_commit()}
         self.comparisons = _upsert(self.comparisons, row, ("profile", "dataset", "a", "b", "metric"))
-        self.save()
+        self._changed()
 
     def forget(self, dataset: str, profile: str, methods: Iterable[str], table: str = "ranking",
                metric: str | None = None) -> None:
@@ -76,7 +94,7 @@ class ResultsTable:
                                                        and metric in (None, r["metric"]))]
         if metric is None:
             self.comparisons = [c for c in self.comparisons if not mine(c, c["a"])]
-        self.save()
+        self._changed()
 
     def save(self) -> None:
         write_json(self.path, {"records": self.records, "comparisons": self.comparisons})

@@ -204,8 +204,9 @@ def think_ahead_piece(specs: dict[str, RunSpec], split, profile: Profile, seed: 
 
     fast = run(specs[REFERENCE].variant(REFERENCE, seeds=(seed,)), split, profile, runs_dir=runs_dir)
     reasoner = run(specs[REASON].variant(REASON, seeds=(seed,)), split, profile, runs_dir=runs_dir)
-    served = choose_and_serve(reasoner.module, fast.module, split, CACHED_LEVELS, PREFIX_COUNTS,
-                              profile.bench_users, profile.bench_rounds)
+    with profile.autocast():
+        served = choose_and_serve(reasoner.module, fast.module, split, CACHED_LEVELS, PREFIX_COUNTS,
+                                  profile.bench_users, profile.bench_rounds)
     meta = {"label": THINK_AHEAD, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": 0, "seconds": 0.0, "best_val_ndcg10": served["val_ndcg10"], "serving": served["seconds"],
             "levels": served["levels"], "prefixes": served["prefixes"], "sweep": served["sweep"],
@@ -269,7 +270,14 @@ def current_pieces(pieces: list[Piece], digests: dict[str, str]) -> tuple[dict[s
 def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
              n_boot: int | None = None) -> dict:
     """Records, bootstraps against TIGER-mini (on the seeds both have), validation -> test gaps, cost ratios, and
-    NDCG@10 by the target's training popularity and by history length (``breakdown``, Popularity included)."""
+    NDCG@10 by the target's training popularity and by history length (``breakdown``, Popularity included). The
+    results files are written once, when every row is in."""
+    with table.writing_once():
+        return _assemble(fresh, table, split, profile, n_boot)
+
+
+def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
+              n_boot: int | None) -> dict:
     dataset = split.dataset.name
     n_boot = n_boot or profile.n_boot
     summary = {}
@@ -669,6 +677,11 @@ def main(argv=None) -> None:
                              "trains its earlier stages first unless their checkpoints exist")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
+    parser.add_argument("--trust-recorded-digests", action="store_true",
+                        help="assemble every saved piece as made with today's settings, without recomputing the "
+                             "fingerprints: for a machine that cannot rebuild an input bit-identically (a CoBa SID "
+                             "table trained on another CPU differs in its last bits, and so does its fingerprint). "
+                             "Check the result: the test rows must equal the committed ones")
     parser.add_argument("--held-out-users", type=float, default=0.0, metavar="SHARE",
                         help="choose the checkpoint on this share of users, left out of training (data.hold_out_users)"
                              " instead of every user's second-to-last item")
@@ -676,7 +689,8 @@ def main(argv=None) -> None:
     profile = get_profile(args.profile)
     ds = loaders.load_dataset(args.dataset)
     split = mdata.leave_one_out(ds.subset_users(profile.max_users))
-    specs = headline_specs(ds, mdata.leave_one_out(ds), profile)
+    needs_specs = args.model or (args.assemble and not args.trust_recorded_digests)
+    specs = headline_specs(ds, mdata.leave_one_out(ds), profile) if needs_specs else {}
     held = mdata.hold_out_users(split, args.held_out_users) if args.held_out_users else None
     for name in expand_models(args.model, profile):
         label = ALIASES.get(name, name)
@@ -694,13 +708,18 @@ def main(argv=None) -> None:
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
     if args.assemble:
-        digests = {label: digest(fingerprint(spec, split, piece_profile(label, profile)))
-                   for label, spec in specs.items()}
-        held = mdata.hold_out_users(split, args.held_out_users or 0.1)
-        digests.update({label + HELD_OUT: digest(fingerprint(spec, held, piece_profile(label, profile)))
-                        for label, spec in specs.items()})
-        digests[THINK_AHEAD] = think_ahead_digest(specs, split, profile)
-        fresh, stale = current_pieces(load_pieces(args.dataset), digests)
+        pieces = load_pieces(args.dataset)
+        if args.trust_recorded_digests:
+            print("assembling every piece as recorded: fingerprints not recomputed (--trust-recorded-digests)")
+            digests = {p.label: p.digest for p in pieces}
+        else:
+            digests = {label: digest(fingerprint(spec, split, piece_profile(label, profile)))
+                       for label, spec in specs.items()}
+            held = mdata.hold_out_users(split, args.held_out_users or 0.1)
+            digests.update({label + HELD_OUT: digest(fingerprint(spec, held, piece_profile(label, profile)))
+                            for label, spec in specs.items()})
+            digests[THINK_AHEAD] = think_ahead_digest(specs, split, profile)
+        fresh, stale = current_pieces(pieces, digests)
         for p in stale:
             print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
         summary = assemble(fresh, ResultsTable(), split, profile)

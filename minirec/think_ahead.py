@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .data import EvalStage, pad_left
-from .metrics import stage_batches, topk_metrics
+from .metrics import ranker_device, stage_batches, topk_metrics
 
 
 class ThinkAhead:
@@ -71,7 +71,8 @@ class ThinkAhead:
     def prefix_cache(self, stage: EvalStage, batch_size: int = 256) -> np.ndarray:
         """The offline half for every user of a stage: (users, n_prefixes) prefix ids."""
         self.reasoner.eval()
-        rows = [self.offline(x, ex) for x, ex, _ in stage_batches(stage, self.max_len, batch_size)]
+        device = ranker_device(self.reasoner)
+        rows = [self.offline(x, ex) for x, ex, _ in stage_batches(stage, self.max_len, batch_size, device)]
         return torch.cat(rows).numpy()
 
     def evaluate_cached(self, stage: EvalStage, cache: np.ndarray, ks: tuple[int, ...] = (5, 10, 20),
@@ -82,7 +83,7 @@ class ThinkAhead:
         self.fast.eval()
         out: dict[str, list] = {}
         lo = 0
-        for x, ex, targets in stage_batches(stage, self.max_len, batch_size):
+        for x, ex, targets in stage_batches(stage, self.max_len, batch_size, ranker_device(self.fast)):
             top = self.online(x, ex, torch.as_tensor(cache[lo:lo + len(x)]), max(ks))
             lo += len(x)
             for name, v in topk_metrics(top, targets, ks).items():
@@ -103,8 +104,9 @@ def serving_cost(ahead: ThinkAhead, stage: EvalStage, n_users: int = 256, rounds
     Think-Ahead's offline half (rationale + first codes) and its online half (completion from the cache)."""
     ahead.reasoner.eval()
     ahead.fast.eval()
-    x = torch.as_tensor(pad_left(stage.inputs(ahead.max_len)[:n_users]))
-    ex = torch.as_tensor(pad_left(stage.histories[:n_users]))
+    device = ranker_device(ahead.reasoner)
+    x = torch.as_tensor(pad_left(stage.inputs(ahead.max_len)[:n_users]), device=device)
+    ex = torch.as_tensor(pad_left(stage.histories[:n_users]), device=device)
     chunks = [(x[lo:lo + batch_size], ex[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
     cache = [ahead.offline(a, b) for a, b in chunks]
     width = max(ahead.reasoner.config.beam_width, k)
@@ -118,6 +120,8 @@ def serving_cost(ahead: ThinkAhead, stage: EvalStage, n_users: int = 256, rounds
             start = time.perf_counter()
             for i in range(len(chunks)):
                 job(i)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)      # a GPU queues its work: time it done, not queued
             times[name].append((time.perf_counter() - start) / len(x))
     return {name: float(np.median(t)) for name, t in times.items()}
 

@@ -255,7 +255,9 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
-    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    device = profile.device()                 # Lightning hands the module back on the CPU; it stays on the device
+    module.to(device)
+    state = torch.load(checkpoint.best_model_path, map_location=device, weights_only=False)["state_dict"]
     module.load_state_dict(state)             # back to the best epoch, in place
     module.eval()
     result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
@@ -267,11 +269,13 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     return result
 
 
-def load_fit(module: RankingModule, ckpt_dir: str | Path) -> FitResult:
-    """A fit made earlier by ``fit``: its best weights loaded into ``module``, curves and times from fit.json."""
+def load_fit(module: RankingModule, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> FitResult:
+    """A fit made earlier by ``fit``: its best weights loaded into ``module`` on ``device``, curves and times from
+    fit.json."""
     ckpt_dir = Path(ckpt_dir)
     meta = json.loads((ckpt_dir / "fit.json").read_text())
-    module.load_state_dict(torch.load(ckpt_dir / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"])
+    module.to(device)
+    module.load_state_dict(torch.load(ckpt_dir / "best.ckpt", map_location=device, weights_only=False)["state_dict"])
     module.eval()
     return FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
                      meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt_dir / "best.ckpt"))

@@ -31,7 +31,6 @@ def test_same_settings_reuse_the_checkpoint_and_log_it(setup, tmp_path, monkeypa
     first = run(spec, split, profile, runs_dir=tmp_path)
     log = tmp_path / "reused.jsonl"
     monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
-    monkeypatch.setattr(experiments, "_TRAINED_IN_THIS_PROCESS", set())    # as in a later notebook's kernel
     again = run(spec, split, profile, runs_dir=tmp_path)
     assert "reusing the checkpoint" in capsys.readouterr().out
     assert again.per_seed == first.per_seed and again.fits[0].epochs == first.fits[0].epochs
@@ -46,7 +45,6 @@ def test_reusing_a_later_stage_logs_the_training_of_every_earlier_stage(setup, t
     first_run, second_run = run(spec, split, profile, runs_dir=tmp_path), run(second, split, profile, runs_dir=tmp_path)
     log = tmp_path / "reused.jsonl"
     monkeypatch.setenv("MINIREC_REUSE_LOG", str(log))
-    monkeypatch.setattr(experiments, "_TRAINED_IN_THIS_PROCESS", set())    # as in a later notebook's kernel
     run(second, split, profile, runs_dir=tmp_path)
     saved = reused_checkpoints(str(log))
     assert len(saved) == 2
@@ -455,3 +453,34 @@ def test_stage_curves_draw_every_trained_onerec_stage_and_seed():
     assert [ax.get_title() for ax in fig.axes] == list(study.GRPO_SIGNAL)
     assert [line.get_label() for line in fig.axes[2].lines] == [f"{grpo}, seed 2"]
     assert list(fig.axes[2].lines[0].get_ydata()) == [0.6]
+
+
+def test_the_profiles_device_reaches_evaluation_and_the_reloaded_weights(setup, tmp_path, monkeypatch):
+    """Lightning hands a fitted module back on the CPU; ``run`` must put the best weights on the profile's device and
+    evaluate there, for a fresh fit and for a reused checkpoint alike. On a CPU machine the check uses the 'meta'
+    device (weights without storage): a device no code path reaches by default."""
+    from minirec.profiles import Profile
+
+    split, _, spec, profile = setup
+    monkeypatch.setattr(Profile, "device", lambda self: torch.device("meta"))
+    seen = []
+
+    def spy(ranker, stage, *args, device=None, **kwargs):
+        seen.append((device, next(ranker.parameters()).device))
+        return {"ndcg@10": np.zeros(len(stage)), "recall@10": np.zeros(len(stage))}
+
+    monkeypatch.setattr(experiments, "evaluate", spy)
+    run(spec, split, profile, runs_dir=tmp_path, verbose=False)         # trains, reloads the best weights
+    run(spec, split, profile, runs_dir=tmp_path, verbose=False)         # reuses the checkpoint
+    meta = torch.device("meta")
+    assert seen == [(meta, meta), (meta, meta)]
+
+
+def test_accelerator_names_map_to_torch_devices():
+    from minirec.profiles import torch_device
+    assert torch_device("cpu") == torch.device("cpu") and torch_device("gpu") == torch.device("cuda")
+    assert get_profile("gpu").device() == torch.device("cuda") and get_profile("course").device().type == "cpu"
+    with pytest.raises(ValueError, match="unknown accelerator 'tpu9'"):
+        torch_device("tpu9")
+    assert get_profile("course").autocast().__class__.__name__ == "nullcontext"
+    assert isinstance(get_profile("gpu", accelerator="cpu").autocast(), torch.autocast)

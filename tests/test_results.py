@@ -61,3 +61,27 @@ def test_comparison_against_a_zero_baseline_has_no_nan(tmp_path):
     t = ResultsTable(tmp_path)
     t.compare("ml", "A", "B", res, "smoke")
     assert "nan" not in (tmp_path / "results.md").read_text()
+
+
+def test_a_step_writes_the_results_files_once_and_a_failed_step_writes_nothing(tmp_path, monkeypatch):
+    from minirec import results
+    writes = []
+    real = results.write_json
+    monkeypatch.setattr(results, "write_json", lambda path, data: (writes.append(path), real(path, data)))
+    t = ResultsTable(tmp_path)
+    t.record("ml", "A", {"ndcg@10": [0.1]}, "cpu", seeds=[0])
+    assert len(writes) == 1                                   # outside a step: every change is written
+    with t.writing_once():
+        t.record("ml", "B", {"ndcg@10": [0.2]}, "cpu", seeds=[0])
+        with t.writing_once():                                # nested steps write with the outer one
+            t.compare("ml", "B", "A", paired_bootstrap(np.ones(20), np.zeros(20), "ndcg@10", n_boot=20), "cpu")
+        t.forget("ml", "cpu", ["A"])
+        assert len(writes) == 1
+    assert len(writes) == 2
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in on_disk["records"]] == ["B"] and len(on_disk["comparisons"]) == 1
+    with pytest.raises(RuntimeError):
+        with t.writing_once():
+            t.record("ml", "C", {"ndcg@10": [0.3]}, "cpu", seeds=[0])
+            raise RuntimeError("the step fails")
+    assert len(writes) == 2 and json.loads((tmp_path / "results.json").read_text()) == on_disk
