@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed
 
 main: install
-	HF_HUB_OFFLINE=1 $(PY) -m minirec.pipeline --profile $(PROFILE)
+	HF_HUB_OFFLINE=1 $(PY) -m minirec.experiments.pipeline --profile $(PROFILE)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

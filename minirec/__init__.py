@@ -1,7 +1,10 @@
 """minirec: a Jupyter-first reference implementation of reasoning-enhanced generative recommendation.
 
-The package follows the notebooks' story, one concept a module:
-data -> metrics -> baselines / sasrec (the bar) -> (later) embeddings -> semantic IDs ->
-backbone -> generative recommender -> reasoning -> agent.
+The sub-packages follow the pipeline, one concept a module:
+
+    data -> sids -> models -> reasoning -> agent -> experiments      (viz draws any of them)
+
+The shared core sits at the top: ``profiles`` (what sizes a run), ``metrics`` (the evaluation protocol),
+``training`` (the Lightning fit loop every model uses) and ``artifacts`` (paths and atomic writes).
 """
 __version__ = "0.1.0"

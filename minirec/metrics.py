@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .data import EvalStage, MAX_HISTORY, pad_left
+from minirec.data.dataset import EvalStage, MAX_HISTORY, pad_left
 
 KS = (5, 10, 20)
 

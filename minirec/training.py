@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .artifacts import REUSE_LOG_ENV, write_json
-from .data import EvalStage, LeaveOneOutSplit, MAX_HISTORY, pad_left, training_windows
-from .metrics import topk_metrics
-from .profiles import Profile, Recipe
+from minirec.artifacts import REUSE_LOG_ENV, write_json
+from minirec.data.dataset import EvalStage, LeaveOneOutSplit, MAX_HISTORY, pad_left, training_windows
+from minirec.metrics import topk_metrics
+from minirec.profiles import Profile, Recipe
 
 
 def quiet_lightning() -> None:

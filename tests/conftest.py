@@ -53,29 +53,29 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def ml100k():
-    from minirec.loaders import load_movielens_100k
+    from minirec.data.loaders import load_movielens_100k
     return load_movielens_100k(download=False)
 
 
 @pytest.fixture(scope="session")
 def synthetic():
-    from minirec.synthetic import make_synthetic
+    from minirec.data.synthetic import make_synthetic
     return make_synthetic(seed=0)
 
 
 @pytest.fixture(scope="session")
 def ml100k_text(ml100k):
     """Real all-MiniLM-L6-v2 embeddings of the MovieLens catalogue (cached in the session's folder)."""
-    from minirec.embeddings import item_embeddings
+    from minirec.sids.embeddings import item_embeddings
     return item_embeddings(ml100k, verbose=False)
 
 
 @pytest.fixture(scope="session")
 def synthetic_sids(synthetic):
     """RQ-KMeans SIDs (2 levels of 4 codes) of the synthetic catalogue's planted embeddings, shared by the tests."""
-    from minirec.quantizers import QuantizerConfig, RQKMeans
-    from minirec.semantic_ids import build_sid_table
-    from minirec.synthetic import planted_embeddings
+    from minirec.sids.quantizers import QuantizerConfig, RQKMeans
+    from minirec.sids.semantic_ids import build_sid_table
+    from minirec.data.synthetic import planted_embeddings
     return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=4)), planted_embeddings(synthetic),
                            synthetic)
 
@@ -86,10 +86,10 @@ ONEREC_SMALL = dict(hidden_size=64, intermediate_size=128, head_dim=16)
 
 @pytest.fixture(scope="session")
 def onerec_setup(synthetic, synthetic_sids):
-    from minirec import itemic
-    from minirec.data import leave_one_out
-    from minirec.experiments import RunSpec
-    from minirec.onerec import OneRecConfig, OneRecThink
+    from minirec.reasoning import itemic
+    from minirec.data.dataset import leave_one_out
+    from minirec.experiments.runner import RunSpec
+    from minirec.reasoning.onerec import OneRecConfig, OneRecThink
     split = leave_one_out(synthetic)
     table = synthetic_sids
     config = OneRecConfig(max_items=10, beam_width=20, text_vocab_size=300, rationale_similarity="sid", caption_holdout=0.25,
@@ -102,7 +102,7 @@ def onerec_setup(synthetic, synthetic_sids):
 def onerec_trained(onerec_setup, tmp_path_factory):
     """Base, warm-up -> alignment, and reasoning on the synthetic catalogue, through the experiment runner
     (shared by the OneRec-Think and GRPO tests)."""
-    from minirec.experiments import run
+    from minirec.experiments.runner import run
     from minirec.profiles import get_profile, with_recipe
     split, table, spec = onerec_setup
     profile = with_recipe(with_recipe(get_profile("smoke"), "onerec", max_epochs=6, patience=6, batch_size=32,
@@ -118,8 +118,8 @@ def onerec_trained(onerec_setup, tmp_path_factory):
 @pytest.fixture(scope="session")
 def shop_sids(ml100k, ml100k_text):
     """RQ-KMeans SIDs (2 levels of 16) of the real MovieLens items: the agent tests' SID table."""
-    from minirec.quantizers import QuantizerConfig, RQKMeans
-    from minirec.semantic_ids import build_sid_table
+    from minirec.sids.quantizers import QuantizerConfig, RQKMeans
+    from minirec.sids.semantic_ids import build_sid_table
     return build_sid_table(RQKMeans(QuantizerConfig(levels=2, codebook_size=16)), ml100k_text, ml100k)
 
 
@@ -127,5 +127,5 @@ def shop_sids(ml100k, ml100k_text):
 def shop(ml100k, shop_sids):
     """ShopX-mini's catalogue over the real MovieLens items, and the full split."""
     from minirec.agent import Catalogue
-    from minirec.data import leave_one_out
+    from minirec.data.dataset import leave_one_out
     return Catalogue(ml100k, shop_sids), leave_one_out(ml100k)

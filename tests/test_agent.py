@@ -10,7 +10,7 @@ from minirec.agent import (ERROR_CODES, ActionError, Answer, Ask, Bundle, Constr
 from minirec.agent.episodes import RuleAgent, run_episode
 from minirec.agent.fuzz import fuzz_actions
 from minirec.agent.intents import KINDS, make_tasks, parse_intent, user_split
-from minirec.baselines import Popularity
+from minirec.models.baselines import Popularity
 
 
 def _session(shop, user=0):

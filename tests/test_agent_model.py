@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirec import itemic
+from minirec.reasoning import itemic
 from minirec.agent import Constraints, Harness, parse_action
 from minirec.agent.episodes import run_episode
 from minirec.agent.intents import KINDS, make_tasks, training_stage, user_split
 from minirec.agent.model import ModelBackend, ShopXAgent, ShopXConfig, ShopXMini, intended_action
-from minirec.data import leave_one_out
-from minirec.onerec import OneRecConfig, OneRecThink
+from minirec.data.dataset import leave_one_out
+from minirec.reasoning.onerec import OneRecConfig, OneRecThink
 
 from conftest import ONEREC_SMALL
 
@@ -146,7 +146,7 @@ def test_an_untrained_model_plays_every_task_kind_without_a_crash_and_its_errors
 def test_a_short_fine_tune_learns_to_write_the_intended_actions(shop, small, tmp_path):
     """Trained for half a minute on training users, the model's first actions for held-out users mostly parse and
     name the intended action, and some match it exactly; before training none does."""
-    from minirec.experiments import RunSpec, run
+    from minirec.experiments.runner import RunSpec, run
     from minirec.profiles import get_profile, with_recipe
     catalogue, _ = shop
     split, untrained = small

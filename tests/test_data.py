@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from minirec import data as mdata
-from minirec import loaders
+from minirec.data import dataset as mdata
+from minirec.data import loaders
 
 
 def write_grouplens(folder, rows, items=None):

@@ -5,13 +5,13 @@ import numpy as np
 import torch
 import pytest
 
-from minirec import experiments
-from minirec.data import hold_out_users, leave_one_out
-from minirec.experiments import RunSpec, choose_on_validation, run
-from minirec.generative import GenerativeRecommender, GenRecConfig
-from minirec.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
+from minirec.experiments import runner as experiments
+from minirec.data.dataset import hold_out_users, leave_one_out
+from minirec.experiments.runner import RunSpec, choose_on_validation, run
+from minirec.models.generative import GenerativeRecommender, GenRecConfig
+from minirec.experiments.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
 from minirec.profiles import FAMILIES, PROFILES, get_profile, with_recipe
-from minirec.semantic_ids import shuffled_sid_table
+from minirec.sids.semantic_ids import shuffled_sid_table
 
 TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 
@@ -109,9 +109,9 @@ def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default
     family's overrides, and a value equal to the config's own default is a second copy of that default."""
     from dataclasses import fields
     from minirec.agent.model import ShopXConfig
-    from minirec.onerec import OneRecConfig
-    from minirec.s2gr import S2GRConfig
-    from minirec.sasrec import SASRecConfig
+    from minirec.reasoning.onerec import OneRecConfig
+    from minirec.reasoning.s2gr import S2GRConfig
+    from minirec.models.sasrec import SASRecConfig
     readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
                "agent": (ShopXConfig,)}
     for profile in PROFILES.values():
@@ -175,9 +175,10 @@ def test_plateau_decay_counts_only_epochs_without_a_new_best():
 
 
 def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
-    from minirec import breakdown, study
-    from minirec.experiments import digest, fingerprint
-    from minirec.results import ResultsTable
+    from minirec.experiments import breakdown
+    from minirec.experiments import study
+    from minirec.experiments.runner import digest, fingerprint
+    from minirec.experiments.results import ResultsTable
 
     split, _, spec, profile = setup
     other = spec.variant("Other", attention_dropout=0.0)
@@ -237,9 +238,9 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
 
 def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_settings(tmp_path):
     from dataclasses import replace as dc_replace
-    from minirec import study
+    from minirec.experiments import study
     from minirec.metrics import paired_bootstrap
-    from minirec.results import RANKING_METRICS, ResultsTable
+    from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
     profile = dc_replace(get_profile("smoke"), seeds=(0, 1))
     rng = np.random.default_rng(0)
@@ -302,8 +303,8 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
 
 
 def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_diagnostics(setup, tmp_path):
-    from minirec import study
-    from minirec.results import RANKING_METRICS, ResultsTable
+    from minirec.experiments import study
+    from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
     split, *_ = setup
     rng = np.random.default_rng(0)
@@ -336,8 +337,8 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
                      "smoke") is None
     # beside the captions, the floor they must beat: always the genre most common among the taught items
     from collections import Counter
-    from minirec.itemic import caption_groups
-    from minirec.onerec import OneRecConfig
+    from minirec.reasoning.itemic import caption_groups
+    from minirec.reasoning.onerec import OneRecConfig
     genres = split.dataset.items["genres"]
     groups = caption_groups(split.dataset.n_items, OneRecConfig.caption_holdout)
     counts = Counter(g for i in groups["captioned in training"] for g in genres.iloc[i])
@@ -364,8 +365,8 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
 
 
 def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candidate_has(setup, tmp_path):
-    from minirec import study
-    from minirec.results import RANKING_METRICS, ResultsTable
+    from minirec.experiments import study
+    from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
     split, *_ = setup
     profile = get_profile("smoke")
@@ -411,8 +412,8 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
 
 
 def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_path):
-    from minirec import study
-    from minirec.results import RANKING_METRICS, ResultsTable
+    from minirec.experiments import study
+    from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
     split, *_ = setup
     profile = get_profile("smoke")
@@ -433,7 +434,7 @@ def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_pa
 
 
 def test_stage_curves_draw_every_trained_onerec_stage_and_seed():
-    from minirec import study
+    from minirec.experiments import study
 
     def piece(label, seed, curve):
         return study.Piece(label, seed, "d", {"ndcg@10": np.zeros(3)}, {"curve": curve})
@@ -484,3 +485,20 @@ def test_accelerator_names_map_to_torch_devices():
         torch_device("tpu9")
     assert get_profile("course").autocast().__class__.__name__ == "nullcontext"
     assert isinstance(get_profile("gpu", accelerator="cpu").autocast(), torch.autocast)
+
+
+def test_a_checkpoint_pickled_by_an_older_package_layout_is_trained_anew(setup, tmp_path, monkeypatch, capsys):
+    """Modules moved between sub-packages: a checkpoint whose pickled config names an old module path must not crash
+    the notebook that finds it; it trains anew and says why."""
+    split, _, spec, profile = setup
+    run(spec, split, profile, runs_dir=tmp_path)
+
+    def old_layout(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'minirec.generative'", name="minirec.generative")
+
+    monkeypatch.setattr(experiments, "load_fit", old_layout)
+    capsys.readouterr()
+    again = run(spec, split, profile, runs_dir=tmp_path)
+    assert "training (its checkpoint was saved by an older minirec (module 'minirec.generative' has moved))" \
+        in capsys.readouterr().out
+    assert again.fits[0].epochs >= 1

@@ -6,14 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from minirec.data import pad_left
-from minirec.experiments import run
-from minirec.grpo import (GRPOConfig, ReasoningRL, beam_reward, completion_logprobs, grpo_loss, group_advantages,
+from minirec.data.dataset import pad_left
+from minirec.experiments.runner import run
+from minirec.reasoning.grpo import (GRPOConfig, ReasoningRL, beam_reward, completion_logprobs, grpo_loss, group_advantages,
                           partial_reward, rank_reward)
-from minirec.profiles import get_profile, with_recipe
-
-
-# ----------------------------------------------------------------------------- rewards
+from minirec.profiles import get_profile, with_recipe  # ----------------------------------------------------------------------------- rewards
 def test_rewards_on_hand_made_beams():
     beams = torch.tensor([[3, 5, -1], [1, 2, 4], [7, 6, 0]])
     targets = torch.tensor([5, 9, 7])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from minirec.artifacts import FIGURES_DIR, REPO_ROOT
-from minirec.pipeline import NOTEBOOKS_DIR, WIDGET_VIEW, LocalKernelManager, execute, main, notebooks, parameter_names, publishable, writes_back
+from minirec.experiments.pipeline import NOTEBOOKS_DIR, WIDGET_VIEW, LocalKernelManager, execute, main, notebooks, parameter_names, publishable, writes_back
 
 ALL = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 README = (REPO_ROOT / "README.md").read_text()
@@ -138,3 +138,23 @@ def test_the_repository_guard_sees_every_kind_of_write(tmp_path):
     (tmp_path / "minirec" / "code.py").write_text("not a product")
     assert writes_between(before, snapshot(tmp_path)) == ["figures/a.png", "figures/study/b.npz", "runs/new.ckpt"]
     assert writes_between(before, before) == []
+
+
+def test_the_readmes_layout_names_every_module_of_the_package_and_nothing_else():
+    """The Layout block draws the tree: every module at its place under its sub-package, no module that is gone."""
+    block = README.split("## Layout", 1)[1].split("```")[1]
+    drawn, folders = set(), []
+    for line in block.splitlines():
+        match = re.match(r"^(\s*)(\S+)", line)
+        if not match or not line.startswith("  "):
+            folders = [] if line.startswith("minirec/") else folders
+            continue
+        depth, name = len(match[1]) // 2, match[2]
+        folders = folders[:depth - 1]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        elif name.endswith(".py"):
+            drawn.add("/".join([*folders, name]))
+    package = REPO_ROOT / "minirec"
+    actual = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.name != "__init__.py"}
+    assert drawn == actual, f"missing from the README: {sorted(actual - drawn)}; gone: {sorted(drawn - actual)}"

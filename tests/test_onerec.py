@@ -3,17 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from minirec import itemic
-from minirec.backbone import tiny_config
-from minirec.beam_search import brute_force_scores
-from minirec.data import (DataFormatError, EmptyHistoryError, UnknownItemError, leave_one_out, pad_left,
+from minirec.reasoning import itemic
+from minirec.models.backbone import tiny_config
+from minirec.models.beam_search import brute_force_scores
+from minirec.data.dataset import (DataFormatError, EmptyHistoryError, UnknownItemError, leave_one_out, pad_left,
                           training_windows)
-from minirec.experiments import RunSpec, checkpoint_dir, fingerprint, run
-from minirec.onerec import OneRecConfig, OneRecThink, merge_candidates
+from minirec.experiments.runner import RunSpec, checkpoint_dir, fingerprint, run
+from minirec.reasoning.onerec import OneRecConfig, OneRecThink, merge_candidates
 from minirec.profiles import get_profile, with_recipe
-from minirec.reasoning import (genre_agreement, genres_in, rationale_genres, rationale_text, reasoning_positions,
+from minirec.reasoning.rationales import (genre_agreement, genres_in, rationale_genres, rationale_text, reasoning_positions,
                                similarity_matrix)
-from minirec.sampling import generate_text
+from minirec.models.sampling import generate_text
 
 from conftest import ONEREC_SMALL as SMALL
 
@@ -236,7 +236,7 @@ def test_alignment_teaches_captions_of_items_it_never_captioned(setup, trained):
 
 def test_trained_stages_beat_popularity_and_reasoning_writes_genre_rationales(setup, trained):
     from minirec import metrics
-    from minirec.baselines import Popularity
+    from minirec.models.baselines import Popularity
     split, *_ = setup
     pop = metrics.evaluate(Popularity(split), split.test)["ndcg@10"].mean()
     for name in ("base", "align", "reason"):
@@ -305,7 +305,7 @@ def test_refinement_loop_runs_inside_training(setup, trained, tmp_path):
 def test_a_stage_study_piece_measures_its_captions_and_rationales(setup, trained):
     """What ``study.stage_diagnostics`` keeps in a piece: nothing for Base, captions after alignment, and rationales
     too after reasoning, each the same numbers the notebooks compute."""
-    from minirec import study
+    from minirec.experiments import study
     split, *_ = setup
     assert study.stage_diagnostics(trained["base"].module, split) == {}
     aligned = study.stage_diagnostics(trained["align"].module, split)

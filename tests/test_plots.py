@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from minirec import plots  # noqa: E402
+from minirec.viz import plots  # noqa: E402
 
 
 def test_code_legend_sorts_numerically():

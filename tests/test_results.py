@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minirec.metrics import paired_bootstrap
-from minirec.results import ResultsTable, load_per_user, save_per_user, update_readme
+from minirec.experiments.results import ResultsTable, load_per_user, save_per_user, update_readme
 
 
 def test_record_upsert_and_markdown(tmp_path):
@@ -64,7 +64,7 @@ def test_comparison_against_a_zero_baseline_has_no_nan(tmp_path):
 
 
 def test_a_step_writes_the_results_files_once_and_a_failed_step_writes_nothing(tmp_path, monkeypatch):
-    from minirec import results
+    from minirec.experiments import results
     writes = []
     real = results.write_json
     monkeypatch.setattr(results, "write_json", lambda path, data: (writes.append(path), real(path, data)))

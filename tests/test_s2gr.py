@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from minirec import metrics
-from minirec.baselines import Popularity
-from minirec.data import leave_one_out
-from minirec.generative import GenerativeRecommender, level_accuracy
+from minirec.models.baselines import Popularity
+from minirec.data.dataset import leave_one_out
+from minirec.models.generative import GenerativeRecommender, level_accuracy
 from minirec.profiles import get_profile, seed_everything, with_recipe
-from minirec.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets
-from minirec.semantic_ids import SIDTable
+from minirec.reasoning.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets
+from minirec.sids.semantic_ids import SIDTable
 from minirec.training import SequenceDataModule, fit
 
 SMALL = dict(hidden_size=32, intermediate_size=64, head_dim=8)

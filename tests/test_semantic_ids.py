@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from minirec.data import leave_one_out
+from minirec.data.dataset import leave_one_out
 from minirec.profiles import Recipe
-from minirec.quantizers import CoBa, QuantizerConfig, RQKMeans, RQVAE, coba_config
-from minirec.semantic_ids import (SIDMismatchError, SIDTable, build_sid_table, codebook_health, deduplicate,
+from minirec.sids.quantizers import CoBa, QuantizerConfig, RQKMeans, RQVAE, coba_config
+from minirec.sids.semantic_ids import (SIDMismatchError, SIDTable, build_sid_table, codebook_health, deduplicate,
                                   level_health)
-from minirec.synthetic import make_synthetic, planted_embeddings
+from minirec.data.synthetic import make_synthetic, planted_embeddings
 
 SMALL = dict(levels=2, codebook_size=4, hidden=(64,), latent_dim=8)
 RECIPE = Recipe(max_epochs=60, patience=0, batch_size=64, lr=1e-3)
@@ -82,7 +82,7 @@ def test_health_numbers(synthetic):
 def test_uniformity_loss_pushes_only_codewords_closer_than_the_margin():
     import torch
     from minirec.profiles import get_profile
-    from minirec.quantizers import RQVAEModule
+    from minirec.sids.quantizers import RQVAEModule
     config = QuantizerConfig(levels=1, codebook_size=4, latent_dim=4, uniformity_margin=0.5)
     module = RQVAEModule(8, config, get_profile("smoke").recipe("quantizer"))
     simplex = torch.eye(4)[None] * 3.0                    # four codewords, all pairwise distances equal
@@ -109,7 +109,7 @@ def test_sid_cache_path_covers_everything_that_makes_the_table(synthetic):
     from dataclasses import replace
 
     from minirec.profiles import SIDConfig, get_profile
-    from minirec.quantizers import make_quantizer, sid_cache_path
+    from minirec.sids.quantizers import make_quantizer, sid_cache_path
     course, study = get_profile("course"), get_profile("study")
     assert course.recipe("quantizer").max_epochs != study.recipe("quantizer").max_epochs
     coba = {p.name: sid_cache_path(synthetic, make_quantizer("CoBa", p), p, "all-MiniLM-L6-v2") for p in (course, study)}

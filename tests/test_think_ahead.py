@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from minirec.beam_search import constrained_beam_search
-from minirec.data import pad_left
-from minirec.semantic_ids import SIDTable
-from minirec.think_ahead import ThinkAhead, prefix_recall
+from minirec.models.beam_search import constrained_beam_search
+from minirec.data.dataset import pad_left
+from minirec.sids.semantic_ids import SIDTable
+from minirec.reasoning.think_ahead import ThinkAhead, prefix_recall
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_prefixes_merged_over_several_sampled_rationales_are_distinct_trie_prefi
 
 
 def test_choose_and_serve_picks_the_best_validation_setting_and_scores_it_on_test(models):
-    from minirec.think_ahead import choose_and_serve
+    from minirec.reasoning.think_ahead import choose_and_serve
     split, table, reasoner, fast = models
     served = choose_and_serve(reasoner, fast, split, cached_levels=(1, 2), prefix_counts=(2, 4), bench_users=8,
                               bench_rounds=1)
@@ -121,7 +121,7 @@ def test_choose_and_serve_picks_the_best_validation_setting_and_scores_it_on_tes
 
 
 def test_prefix_sweep_rows_read_the_first_columns_of_one_cache_per_level(models):
-    from minirec.think_ahead import prefix_sweep
+    from minirec.reasoning.think_ahead import prefix_sweep
     split, table, reasoner, fast = models
     rows = prefix_sweep(reasoner, fast, split.valid, cached_levels=(1,), prefix_counts=(1, 3))
     ahead = ThinkAhead(reasoner, fast, levels=1, n_prefixes=3)

@@ -10,9 +10,9 @@
   harness's backend, and the agent that plays it;
 - ``fuzz``      random and adversarial action strings, for the tests and the notebook.
 """
-from .catalogue import Catalogue
-from .harness import Harness, PopularityBackend, RankerBackend, Result, SessionState
-from .protocol import ACTIONS, ERROR_CODES, ActionError, Answer, Ask, Bundle, Constraints, Rank, Retrieve, action_json, parse_action
+from minirec.agent.catalogue import Catalogue
+from minirec.agent.harness import Harness, PopularityBackend, RankerBackend, Result, SessionState
+from minirec.agent.protocol import ACTIONS, ERROR_CODES, ActionError, Answer, Ask, Bundle, Constraints, Rank, Retrieve, action_json, parse_action
 
 __all__ = ["ACTIONS", "ERROR_CODES", "ActionError", "Answer", "Ask", "Bundle", "Catalogue", "Constraints", "Harness",
            "PopularityBackend", "Rank", "RankerBackend", "Result", "Retrieve", "SessionState", "action_json", "parse_action"]

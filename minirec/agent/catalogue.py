@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from ..backbone import sid_token
-from ..data import SequenceDataset
-from .protocol import ActionError, Constraints
+from minirec.models.backbone import sid_token
+from minirec.data.dataset import SequenceDataset
+from minirec.agent.protocol import ActionError, Constraints
 
 _SID = re.compile(r"<([a-z])_(\d+)>")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import random
 
-from .catalogue import Catalogue
-from .protocol import Answer, Ask, Bundle, Constraints, Retrieve, action_json
+from minirec.agent.catalogue import Catalogue
+from minirec.agent.protocol import Answer, Ask, Bundle, Constraints, Retrieve, action_json
 
 
 def fuzz_actions(catalogue: Catalogue, n: int = 1000, seed: int = 0) -> list[str]:

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .artifacts import atomic_path, write_json
-from .backbone import SIDVocabulary, SIDVocabularyError, load_backbone
-from .beam_search import SIDTrie, constrained_beam_search, positions_from_mask
-from .metrics import stage_batches
-from .semantic_ids import SIDTable
-from .training import RankingModule
+from minirec.artifacts import atomic_path, write_json
+from minirec.models.backbone import SIDVocabulary, SIDVocabularyError, load_backbone
+from minirec.models.beam_search import SIDTrie, constrained_beam_search, positions_from_mask
+from minirec.metrics import stage_batches
+from minirec.sids.semantic_ids import SIDTable
+from minirec.training import RankingModule
 
 
 @dataclass

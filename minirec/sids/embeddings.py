@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import atomic_path, cache_dir as default_cache_dir
+from minirec.artifacts import atomic_path, cache_dir as default_cache_dir
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 

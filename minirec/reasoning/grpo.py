@@ -33,13 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .beam_search import constrained_beam_search, positions_from_mask
-from .data import LeaveOneOutSplit, pad_left
-from .itemic import left_pad
-from .onerec import ItemicDataModule, OneRecConfig, OneRecThink, _Reasoning, _Subsample
-
-
-# ----------------------------------------------------------------------------- rewards
+from minirec.models.beam_search import constrained_beam_search, positions_from_mask
+from minirec.data.dataset import LeaveOneOutSplit, pad_left
+from minirec.reasoning.itemic import left_pad
+from minirec.reasoning.onerec import ItemicDataModule, OneRecConfig, OneRecThink, _Reasoning, _Subsample  # ----------------------------------------------------------------------------- rewards
 def beam_reward(beams: torch.Tensor, targets: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
     """1 where the target is among a rollout's beams (B, W), else 0."""
     return (beams == targets[:, None]).any(1).float()

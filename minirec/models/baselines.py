@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import LeaveOneOutSplit
-from .metrics import topk_from_scores
+from minirec.data.dataset import LeaveOneOutSplit
+from minirec.metrics import topk_from_scores
 
 
 class Popularity:

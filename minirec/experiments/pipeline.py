@@ -1,8 +1,8 @@
 """The main job: execute the numbered notebooks in order with papermill.
 
-    python -m minirec.pipeline                          # what `make main` runs (course profile)
-    python -m minirec.pipeline --profile study          # the numbers that hold up (hours on a CPU)
-    python -m minirec.pipeline --profile smoke --only 01 02 --figures-dir /tmp/figs
+    python -m minirec.experiments.pipeline                          # what `make main` runs (course profile)
+    python -m minirec.experiments.pipeline --profile study          # the numbers that hold up (hours on a CPU)
+    python -m minirec.experiments.pipeline --profile smoke --only 01 02 --figures-dir /tmp/figs
 
 Executed copies go to ``runs/executed/<profile>/`` (git-ignored), figures and the results
 table to ``figures/`` (or ``--figures-dir``); a run into ``figures/`` also refreshes the
@@ -36,8 +36,8 @@ from pathlib import Path
 from jupyter_client.manager import KernelManager
 from traitlets import CaselessStrEnum, default
 
-from .artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR, write_text
-from .profiles import DEFAULT_PROFILE, PROFILES
+from minirec.artifacts import FIGURES_DIR, FIGURES_DIR_ENV, REPO_ROOT, REUSE_LOG_ENV, RUNS_DIR, write_text
+from minirec.profiles import DEFAULT_PROFILE, PROFILES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PUBLISHED_PROFILE = "course"       # the run whose outputs the committed notebooks carry
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {name: _literal(value) for name, value in args.parameter}
     out_dir = args.out_dir or RUNS_DIR / "executed" / args.profile
 
-    from .results import ResultsTable, update_readme
+    from minirec.experiments.results import ResultsTable, update_readme
 
     into_repo = into_repository(args.figures_dir)
     write_back = writes_back(args.profile, args.figures_dir)

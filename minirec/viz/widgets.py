@@ -6,7 +6,7 @@ from collections import Counter
 
 import pandas as pd
 
-from .data import SequenceDataset
+from minirec.data.dataset import SequenceDataset
 
 
 def parse_prefix(text: str) -> tuple[int, ...]:
@@ -73,7 +73,7 @@ def attention_explorer(attention_of, users: list[int], titles, n_layers: int, n_
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from .plots import thinking_attention
+    from minirec.viz.plots import thinking_attention
 
     user = w.Dropdown(options=users, description="user")
     layer = w.Dropdown(options=["mean"] + list(range(n_layers)), description="layer")
@@ -104,7 +104,7 @@ def shop_chat(catalogue, backend, history, agent, max_actions: int = 4):
     """
     import ipywidgets as w
 
-    from .agent import Harness
+    from minirec.agent import Harness
 
     def start_session():
         return Harness(catalogue, backend, history)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import SequenceDataset
+from minirec.data.dataset import SequenceDataset
 
 
 def popularity_long_tail(dataset: SequenceDataset, train_counts: np.ndarray | None = None):

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import topk_from_scores
-from .training import RankingModule
+from minirec.metrics import topk_from_scores
+from minirec.training import RankingModule
 
 
 @dataclass

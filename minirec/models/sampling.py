@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .beam_search import positions_from_mask
+from minirec.models.beam_search import positions_from_mask
 
 
 @torch.no_grad()

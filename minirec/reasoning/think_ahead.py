@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from .data import EvalStage, pad_left
-from .metrics import ranker_device, stage_batches, topk_metrics
+from minirec.data.dataset import EvalStage, pad_left
+from minirec.metrics import ranker_device, stage_batches, topk_metrics
 
 
 class ThinkAhead:

@@ -30,18 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .backbone import SPECIAL_TOKENS
-from .beam_search import constrained_beam_search
-from .data import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
+from minirec.models.backbone import SPECIAL_TOKENS
+from minirec.models.beam_search import constrained_beam_search
+from minirec.data.dataset import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
                    training_windows)
-from .embeddings import DEFAULT_ENCODER
-from .generative import GenerativeRecommender, GenRecConfig
-from .itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
+from minirec.sids.embeddings import DEFAULT_ENCODER
+from minirec.models.generative import GenerativeRecommender, GenRecConfig
+from minirec.reasoning.itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
                      TaskBatches, collate_examples, language_examples, left_pad, persona_examples, sequential_examples,
                      text_corpus)
-from .reasoning import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
-from .sampling import generate_text
-from .training import SequenceDataModule
+from minirec.reasoning.rationales import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
+from minirec.models.sampling import generate_text
+from minirec.training import SequenceDataModule
 
 STAGES = ("base", "warmup", "align", "reason")
 
@@ -268,7 +268,7 @@ class OneRecThink(GenerativeRecommender):
         if c.stage == "reason":
             codes = self.sid_table.codes
             if c.rationale_similarity == "text":
-                from .embeddings import item_embeddings
+                from minirec.sids.embeddings import item_embeddings
                 sim = similarity_matrix("text", embeddings=item_embeddings(ds, c.rationale_encoder, verbose=False))
             else:
                 sim = similarity_matrix(c.rationale_similarity, codes=codes)
@@ -442,7 +442,7 @@ def merge_candidates(items: torch.Tensor, scores: torch.Tensor, n_items: int, k:
 @torch.no_grad()
 def recommend(module: OneRecThink, stage, k: int = 20, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
     """Top-k items (users, k) for every user of an evaluation stage, and the rationales written on the way."""
-    from .metrics import stage_batches
+    from minirec.metrics import stage_batches
     module.eval()
     items, rationales = [], []
     for x, exclude, _ in stage_batches(stage, module.config.max_items, batch_size, module.wrapped_tokens.device):

@@ -59,9 +59,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from .generative import GenerativeRecommender, GenRecConfig
-from .metrics import stage_batches
-from .semantic_ids import SIDTable
+from minirec.models.generative import GenerativeRecommender, GenRecConfig
+from minirec.metrics import stage_batches
+from minirec.sids.semantic_ids import SIDTable
 
 THINKING = ("latent", "pause")
 ALIGN_TARGETS = ("hard", "soft")

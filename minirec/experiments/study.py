@@ -2,7 +2,7 @@
 
 Three seeds of every headline model take hours on 2 CPU cores, longer than one working session,
 and checkpoints (``runs/``) are not part of the repository. A *piece* trains one seed of one
-headline spec with the profile's recipe (through ``experiments.run``, so a checkpoint made with
+headline spec with the profile's recipe (through ``runner.run``, so a checkpoint made with
 the same settings is reused), evaluates it once on the test stage and writes
 ``figures/study/<dataset>/<label>__seed<s>.npz``: the per-user test metrics, the epochs, the
 training seconds, the validation curve, the learning-rate cuts, the commit and the digest of
@@ -10,12 +10,12 @@ the fingerprint that made it. ``assemble`` reads every piece back, sets aside st
 (made with other settings), and writes records, paired bootstraps against TIGER-mini, the
 validation -> test gap and the per-epoch training cost into the results table::
 
-    python -m minirec.study --model S2GR-mini --seed 1     # one piece
-    python -m minirec.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
-    python -m minirec.study --model OneRec-RL --seed 0      # every GRPO setting of notebook 09's study grid
-    python -m minirec.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
-    python -m minirec.study --model OneRec-align-cosine --seed 0   # a diagnostic: alignment without plateau cuts
-    python -m minirec.study --assemble                      # the table from the pieces there are
+    python -m minirec.experiments.study --model S2GR-mini --seed 1     # one piece
+    python -m minirec.experiments.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
+    python -m minirec.experiments.study --model OneRec-RL --seed 0      # every GRPO setting of notebook 09's study grid
+    python -m minirec.experiments.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
+    python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: alignment without plateau cuts
+    python -m minirec.experiments.study --assemble                      # the table from the pieces there are
 
 Settings are chosen on validation among the pieces: S²GR-mini's method-form settings (``choose_s2gr``) and GRPO's
 (reward, learning rate) (``choose_rl``); OneRec-Think's stages are compared each with the one before it and with
@@ -36,11 +36,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
-from .experiments import RunSpec, digest, fingerprint, run
-from .metrics import direction, paired_bootstrap
-from .profiles import Profile, get_profile, with_recipe
-from .results import RANKING_METRICS, ResultsTable
+from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
+from minirec.experiments.runner import RunSpec, digest, fingerprint, run
+from minirec.metrics import direction, paired_bootstrap
+from minirec.profiles import Profile, get_profile, with_recipe
+from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
 REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
 SASREC = "SASRec (first grid setting)"    # the setting notebook 02 chose on validation: the tuned bar
@@ -62,14 +62,14 @@ def headline_specs(ds, split, profile: Profile) -> dict[str, RunSpec]:
     """SASRec (the references' first grid setting), TIGER-mini, item-ID TIGER, S²GR-mini (the method's form) and
     OneRec-Think's three ranking stages on the profile's SID table (``Profile.sids``), as notebooks 02, 05b, 06, 07
     and 08 build them."""
-    from .generative import GenerativeRecommender, GenRecConfig
-    from .grpo import ReasoningRL
-    from .itemic import tokenizer_corpus
-    from .onerec import OneRecConfig, OneRecThink
-    from .quantizers import cached_sid_table
-    from .reference import sasrec_spec
-    from .s2gr import S2GR, S2GRConfig
-    from .semantic_ids import item_id_table
+    from minirec.models.generative import GenerativeRecommender, GenRecConfig
+    from minirec.reasoning.grpo import ReasoningRL
+    from minirec.reasoning.itemic import tokenizer_corpus
+    from minirec.reasoning.onerec import OneRecConfig, OneRecThink
+    from minirec.sids.quantizers import cached_sid_table
+    from minirec.experiments.reference import sasrec_spec
+    from minirec.reasoning.s2gr import S2GR, S2GRConfig
+    from minirec.sids.semantic_ids import item_id_table
 
     sids = cached_sid_table(ds, split, profile)
     texts = ds.items["text"].tolist()
@@ -97,7 +97,7 @@ def headline_specs(ds, split, profile: Profile) -> dict[str, RunSpec]:
 def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
     """label -> (reward, learning rate) of the GRPO settings chosen among on validation (notebook 09's study grid:
     every reward at the recipe's learning rate and at the paper's 1e-5)."""
-    from .grpo import REWARDS
+    from minirec.reasoning.grpo import REWARDS
     return {f"OneRec-Think + RL (GRPO, {name} reward, lr {lr:g})": (name, lr)
             for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
 
@@ -200,7 +200,7 @@ def think_ahead_piece(specs: dict[str, RunSpec], split, profile: Profile, seed: 
     """Think-Ahead for one seed, as notebook 10 serves it: the reasoning model (``REASON``) offline, TIGER-mini
     online (each trained first if its checkpoint is missing), the cached levels and prefixes chosen on validation,
     then the test metrics and the serving cost of the fast model, the reasoning model and both halves."""
-    from .think_ahead import choose_and_serve
+    from minirec.reasoning.think_ahead import choose_and_serve
 
     fast = run(specs[REFERENCE].variant(REFERENCE, seeds=(seed,)), split, profile, runs_dir=runs_dir)
     reasoner = run(specs[REASON].variant(REASON, seeds=(seed,)), split, profile, runs_dir=runs_dir)
@@ -221,8 +221,9 @@ def stage_diagnostics(module, split) -> dict:
     the captions it writes for items never captioned in training and for items it was taught ("explain this item
     token"); after reasoning, how often its test rationale names a genre of the item watched next. Nothing for
     other models."""
-    from . import itemic, reasoning
-    from .onerec import OneRecThink, recommend
+    from minirec.reasoning import itemic
+    from minirec.reasoning.rationales import genre_agreement
+    from minirec.reasoning.onerec import OneRecThink, recommend
 
     if not isinstance(module, OneRecThink) or module.config.stage in ("base", "warmup"):
         return {}
@@ -233,7 +234,7 @@ def stage_diagnostics(module, split) -> dict:
                         for group, items in itemic.caption_groups(ds.n_items, module.config.caption_holdout).items()}}
     if module.config.stage == "reason":
         _, rationales = recommend(module, split.test, k=10)
-        agree = reasoning.genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
+        agree = genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
         out["rationales"] = {"names a target genre": float(agree["any"].mean()),
                              "names every target genre": float(agree["all"].mean()),
                              "distinct": len(set(rationales)), "users": len(rationales)}
@@ -345,7 +346,7 @@ def stage_curves(fresh: dict[str, dict[int, Piece]], labels: tuple[str, ...] = (
     OneRec-Think's stages (and the alignment diagnostic): the evidence on validation of where each stage gains or
     loses; with the GRPO grid's labels and ``GRPO_SIGNAL``, its reward, share of all-equal groups and KL too.
     None without curves."""
-    from .plots import seed_curves
+    from minirec.viz.plots import seed_curves
 
     curves = {label: {s: p.meta["curve"] for s, p in fresh[label].items() if p.meta.get("curve")}
               for label in labels if label in fresh}
@@ -442,8 +443,8 @@ def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: Resul
 def record_caption_floor(ds, table: ResultsTable, profile: Profile) -> None:
     """Beside the stages' captions, the floor they must beat: always writing the most common genre (no model), on
     the same item groups (the study's stages keep OneRecConfig's default share of held-out items)."""
-    from .itemic import caption_floor, caption_groups
-    from .onerec import OneRecConfig
+    from minirec.reasoning.itemic import caption_floor, caption_groups
+    from minirec.reasoning.onerec import OneRecConfig
 
     common, floor = caption_floor(ds, caption_groups(ds.n_items, OneRecConfig.caption_holdout))
     for group, scores in floor.items():
@@ -612,9 +613,9 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
                n_boot: int) -> dict:
     """NDCG@10 by popularity group and by history-length group for Popularity and every model with pieces, each
     model averaged over its own seeds, with paired intervals against TIGER-mini inside each group."""
-    from . import breakdown
-    from .baselines import Popularity
-    from .metrics import evaluate
+    from minirec.experiments import breakdown
+    from minirec.models.baselines import Popularity
+    from minirec.metrics import evaluate
 
     if REFERENCE not in fresh:
         return {}
@@ -665,7 +666,8 @@ def expand_models(names: list[str], profile: Profile) -> list[str]:
 
 
 def main(argv=None) -> None:
-    from . import data as mdata, loaders
+    from minirec.data import dataset as mdata
+    from minirec.data import loaders
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="study")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import SIDVocabulary
+from minirec.models.backbone import SIDVocabulary
 
 
 class SIDTrie:

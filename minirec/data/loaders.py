@@ -25,9 +25,9 @@ from typing import Iterator
 
 import pandas as pd
 
-from .artifacts import DATA_DIR, atomic_path
-from .data import DataError, DataFormatError, DatasetNotFoundError, SequenceDataset, from_interactions
-from .synthetic import make_synthetic
+from minirec.artifacts import DATA_DIR, atomic_path
+from minirec.data.dataset import DataError, DataFormatError, DatasetNotFoundError, SequenceDataset, from_interactions
+from minirec.data.synthetic import make_synthetic
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"  # published by GroupLens beside the zip

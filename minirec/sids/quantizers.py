@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from torch.utils.data import DataLoader, TensorDataset
 
-from .graph import collaborative_embeddings
-from .profiles import DEFAULT_PROFILE, Profile, Recipe, SIDConfig, get_profile
-from .training import quiet_lightning
+from minirec.sids.graph import collaborative_embeddings
+from minirec.profiles import DEFAULT_PROFILE, Profile, Recipe, SIDConfig, get_profile
+from minirec.training import quiet_lightning
 
 
 @dataclass
@@ -311,7 +311,7 @@ def sid_cache_path(dataset, quantizer, profile: Profile, encoder: str) -> "Path"
     import hashlib
     import json
 
-    from .artifacts import cache_dir
+    from minirec.artifacts import cache_dir
 
     made_by = dict(quantizer.settings(), encoder=encoder, precision=profile.precision)
     digest = hashlib.sha256(json.dumps(made_by, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -322,8 +322,8 @@ def sid_cache_path(dataset, quantizer, profile: Profile, encoder: str) -> "Path"
 def cached_sid_table(dataset, split, profile: Profile, sids: SIDConfig | None = None):
     """The SID table notebook 04 builds, as ``sids`` (default: the profile's ``SIDConfig``) describes it: loaded
     from its cache (``sid_cache_path``) when it was made with these very settings, else built the same way."""
-    from .embeddings import item_embeddings
-    from .semantic_ids import build_sid_table
+    from minirec.sids.embeddings import item_embeddings
+    from minirec.sids.semantic_ids import build_sid_table
 
     sids = sids or profile.sids
     x = item_embeddings(dataset, sids.encoder, device=str(profile.device()))

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .beam_search import constrained_beam_search, naive_beam_search
-from .data import EvalStage, pad_left
-from .profiles import Profile
-from .training import quiet_lightning
+from minirec.models.beam_search import constrained_beam_search, naive_beam_search
+from minirec.data.dataset import EvalStage, pad_left
+from minirec.profiles import Profile
+from minirec.training import quiet_lightning
 
 
 def invalid_rate(items: torch.Tensor, n_items: int) -> float:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import EvalStage, LeaveOneOutSplit
-from .metrics import direction, paired_bootstrap
+from minirec.data.dataset import EvalStage, LeaveOneOutSplit
+from minirec.metrics import direction, paired_bootstrap
 
 COLD = 5   # a target item with fewer training interactions than this is "cold"
 

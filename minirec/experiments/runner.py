@@ -32,12 +32,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .artifacts import runs_dir as default_runs_dir
-from .data import LeaveOneOutSplit
-from .metrics import evaluate
-from .profiles import Profile, seed_everything
-from .results import RANKING_METRICS, ResultsTable
-from .training import FitResult, fit, load_fit, log_checkpoint
+from minirec.artifacts import runs_dir as default_runs_dir
+from minirec.data.dataset import LeaveOneOutSplit
+from minirec.metrics import evaluate
+from minirec.profiles import Profile, seed_everything
+from minirec.experiments.results import RANKING_METRICS, ResultsTable
+from minirec.training import FitResult, fit, load_fit, log_checkpoint
 
 
 @dataclass(frozen=True)
@@ -185,17 +185,23 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     fp = fingerprint(spec, split, profile)
     folder = checkpoint_dir(spec, fp, seed, runs_dir)
     log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
+    unreadable = None
     if not retrain and (folder / "best.ckpt").exists() and (folder / "fit.json").exists():
-        result = load_fit(spec.build(), folder, profile.device())
-        _log_reuse(spec, fp, seed, result.seconds, runs_dir)
-        if verbose:
-            print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings ({folder.parent.name})")
-        return result
+        try:
+            result = load_fit(spec.build(), folder, profile.device())
+        except ModuleNotFoundError as err:   # pickled by an older layout of the package: its config cannot be read
+            unreadable = f"its checkpoint was saved by an older minirec (module {err.name!r} has moved)"
+        else:
+            _log_reuse(spec, fp, seed, result.seconds, runs_dir)
+            if verbose:
+                print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings "
+                      f"({folder.parent.name})")
+            return result
     start = None
     if spec.parent is not None:                          # a later stage starts where its parent ended
         start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose).module
     if verbose:
-        why = "retrain=True" if retrain else why_not_reused(spec, fp, seed, runs_dir)
+        why = "retrain=True" if retrain else unreadable or why_not_reused(spec, fp, seed, runs_dir)
         print(f"{spec.label}, seed {seed}: training ({why})" + (f", from {spec.parent.label}" if start is not None else ""))
     seed_everything(seed)
     module = spec.build()
@@ -257,7 +263,7 @@ def compare_against(table: ResultsTable, dataset: str, name: str, per_user: dict
                     references: dict[str, dict[str, np.ndarray]], profile: Profile,
                     metric_names: Sequence[str] = ("ndcg@10",)) -> list:
     """Paired bootstraps over users of ``name`` against each reference; recorded, printed and returned."""
-    from .metrics import paired_bootstrap
+    from minirec.metrics import paired_bootstrap
 
     results = []
     with table.writing_once():

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import atomic_path
-from .data import SequenceDataset
-from .graph import cooccurrence_graph
+from minirec.artifacts import atomic_path
+from minirec.data.dataset import SequenceDataset
+from minirec.sids.graph import cooccurrence_graph
 
 
 class SIDMismatchError(ValueError):

@@ -15,8 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .artifacts import figures_dir as default_figures_dir, git_commit, write_json, write_text
-from .metrics import BootstrapResult, direction, format_relative
+from minirec.artifacts import figures_dir as default_figures_dir, git_commit, write_json, write_text
+from minirec.metrics import BootstrapResult, direction, format_relative
 
 PROFILE_ORDER = ("study", "gpu", "course", "smoke")
 RANKING_METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -193,7 +193,7 @@ def _cell(r: dict) -> str:
 def save_per_user(figures_dir: str | Path | None, dataset: str, method: str, per_user: dict[str, np.ndarray],
                   profile: str) -> Path:
     """Keep a method's per-user test metrics so later notebooks can bootstrap against it."""
-    from .artifacts import atomic_path
+    from minirec.artifacts import atomic_path
 
     path = Path(figures_dir or default_figures_dir()) / "per_user" / f"{dataset}__{method}.npz"
     with atomic_path(path) as tmp:

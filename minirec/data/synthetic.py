@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import SequenceDataset, from_interactions
+from minirec.data.dataset import SequenceDataset, from_interactions
 
 
 def make_synthetic(n_top: int = 4, n_sub: int = 4, items_per_sub: int = 8, n_users: int = 300,

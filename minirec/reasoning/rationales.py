@@ -7,7 +7,7 @@ categories, and write the most frequent ones into a template inside ``<think> ..
     <think> The user is likely to watch Comedy and Drama movies </think> <|sid_begin|> ... <|sid_end|>
 
 The model is then fine-tuned on rationale + target SID (loss on both), and at inference it
-writes its own rationale before the constrained beam search (``minirec.onerec``).
+writes its own rationale before the constrained beam search (``minirec.reasoning.onerec``).
 
 - ``similarity_matrix``: item-item similarity, ``"text"`` (cosine of sentence-encoder item
   embeddings, the paper's choice) or ``"sid"`` (shared SID prefix length, no encoder needed);

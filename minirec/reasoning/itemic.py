@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .backbone import SIDVocabulary
-from .data import DataFormatError, LeaveOneOutSplit, SequenceDataset, UnknownItemError
+from minirec.models.backbone import SIDVocabulary
+from minirec.data.dataset import DataFormatError, LeaveOneOutSplit, SequenceDataset, UnknownItemError
 
 TASKS = ("persona", "sequential", "caption", "language")
 PAPER_MIX = (0.243, 0.657, 0.049, 0.050)        # OneRec-Think's reported shares, in the order of TASKS
@@ -176,7 +176,7 @@ def caption_floor(dataset: SequenceDataset, groups: dict[str, np.ndarray]) -> tu
 
 def tokenizer_corpus(dataset: SequenceDataset) -> list[str]:
     """Every text the tasks and rationales write, for training a from-scratch BPE tokeniser."""
-    from .reasoning import rationale_text
+    from minirec.reasoning.rationales import rationale_text
     texts = [str(t) for t in dataset.items["text"]]
     texts += [" " + str(t) for t in dataset.items["title"]]
     texts += [persona_words(dataset, u) for u in range(dataset.n_users)] if dataset.users is not None else []

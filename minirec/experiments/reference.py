@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LeaveOneOutSplit
-from .metrics import evaluate
-from .profiles import Profile
-from .results import load_per_user, save_per_user
+from minirec.data.dataset import LeaveOneOutSplit
+from minirec.metrics import evaluate
+from minirec.profiles import Profile
+from minirec.experiments.results import load_per_user, save_per_user
 
 
 def sasrec_spec(split: LeaveOneOutSplit, profile: Profile, label: str = "SASRec", seeds: tuple[int, ...] | None = None,
                 **overrides):
     """SASRec over the split's catalogue and history cap, with the profile's architecture overrides (and ``overrides``)."""
-    from .experiments import RunSpec
-    from .sasrec import SASRec, SASRecConfig
+    from minirec.experiments.runner import RunSpec
+    from minirec.models.sasrec import SASRec, SASRecConfig
     config = SASRecConfig(n_items=split.dataset.n_items, max_len=split.max_history,
                           **dict(profile.arch("sasrec"), **overrides))
     return RunSpec(label, SASRec, config, seeds=tuple(profile.seeds if seeds is None else seeds))
@@ -36,10 +36,10 @@ def reference_per_user(method: str, split: LeaveOneOutSplit, profile: Profile,
         return found
     print(f"No saved {method} results for {dataset}/{profile.name}: building them (notebook 02 does this in full)")
     if method == "Popularity":
-        from .baselines import Popularity
+        from minirec.models.baselines import Popularity
         per_user = evaluate(Popularity(split), split.test)
     elif method == "SASRec":
-        from .experiments import run
+        from minirec.experiments.runner import run
         per_user = run(sasrec_spec(split, profile, **profile.sasrec_grid[0]), split, profile).per_user
     else:
         raise ValueError(f"unknown reference method {method!r}; use 'Popularity' or 'SASRec'")

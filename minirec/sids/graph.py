@@ -89,7 +89,7 @@ def neighbour_cooccurrence(z: np.ndarray, graph: sp.spmatrix, k: int = 10, sampl
 
     Averaged over ``sample`` random items: how collaborative an embedding's neighbourhoods are.
     """
-    from .embeddings import nearest_neighbours
+    from minirec.sids.embeddings import nearest_neighbours
 
     graph = sp.csr_matrix(graph)
     n = z.shape[0]

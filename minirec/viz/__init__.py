@@ -1,0 +1,1 @@
+"""Figures and notebook widgets (``plots``, ``widgets``)."""
