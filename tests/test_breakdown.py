@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from minirec.experiments.breakdown import by_group, history_groups, popularity_groups, training_counts
 from minirec.data.dataset import leave_one_out
+from minirec.experiments.breakdown import by_group, history_groups, popularity_groups, training_counts
 
 
 def test_popularity_groups_follow_training_counts(synthetic):

@@ -5,11 +5,11 @@ import numpy as np
 import torch
 import pytest
 
-from minirec.experiments import runner as experiments
 from minirec.data.dataset import hold_out_users, leave_one_out
+from minirec.experiments import runner as experiments
+from minirec.experiments.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
 from minirec.experiments.runner import RunSpec, choose_on_validation, run
 from minirec.models.generative import GenerativeRecommender, GenRecConfig
-from minirec.experiments.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
 from minirec.profiles import FAMILIES, PROFILES, get_profile, with_recipe
 from minirec.sids.semantic_ids import shuffled_sid_table
 
@@ -502,3 +502,61 @@ def test_a_checkpoint_pickled_by_an_older_package_layout_is_trained_anew(setup, 
     assert "training (its checkpoint was saved by an older minirec (module 'minirec.generative' has moved))" \
         in capsys.readouterr().out
     assert again.fits[0].epochs >= 1
+
+
+# ----------------------------------------------------------------------------- the catalogue of experiments
+def _notebook_code(name: str) -> str:
+    from minirec.experiments.pipeline import NOTEBOOKS_DIR
+    (path,) = NOTEBOOKS_DIR.glob(f"{name}_*.ipynb")
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_label(synthetic, synthetic_sids):
+    """The study and the notebooks take their specs from one catalogue; a notebook's own parameters (notebook 09's
+    group size, beams and prompts) must leave them the study's, or the two would train different checkpoints under
+    one label."""
+    import re
+    from minirec.experiments import specs as catalogue, study
+    from minirec.experiments.runner import fingerprint
+
+    profile = get_profile("smoke")
+    split = leave_one_out(synthetic)
+    book = catalogue.Catalogue(synthetic, profile, synthetic_sids)
+    grpo_sizes = {name: int(re.search(rf"^{name} = (\d+)", _notebook_code("09"), re.M)[1])
+                  for name in ("group_size", "rl_beam", "rl_prompts")}
+    chain = book.onerec()
+    notebook_specs = {spec.label: spec for spec in [
+        book.sasrec_first(split), book.tiger(), book.item_id_tiger(catalogue.ITEM_ID_TIGER_PIECE),
+        *(book.s2gr(name) for name in (catalogue.S2GR, *catalogue.S2GR_SETTINGS)),
+        chain.base, chain.align, chain.reason, book.align_cosine()[0],
+        *(book.grpo(label, **grpo_sizes)[0] for label in book.grpo_candidates())]}
+    studied = study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids)
+    assert set(studied) == set(notebook_specs)
+    for label, spec in studied.items():
+        ours = book.profile_for(label)
+        assert fingerprint(spec, split, study.piece_profile(label, profile)) == \
+            fingerprint(notebook_specs[label], split, ours), label
+    # the diagnostic and the GRPO candidates train under their own recipe, and that recipe is in the fingerprint
+    full = catalogue.Catalogue(synthetic, get_profile("study"), synthetic_sids)
+    cosine, align = (fingerprint(spec, split, full.profile_for(spec.label))
+                     for spec in (full.align_cosine()[0], full.onerec().align))
+    assert cosine["recipe"]["schedule"] == "cosine" != align["recipe"]["schedule"]
+    slow = catalogue.grpo_label("beam", 1e-5)
+    assert fingerprint(full.grpo(slow)[0], split, full.profile_for(slow))["recipe"]["lr"] == 1e-5
+
+
+def test_notebooks_build_no_shared_spec_themselves():
+    """Shared runs come from the catalogue: no notebook constructs a RunSpec, and none re-labels a variant with a
+    catalogue label (that would be a second definition of the same run)."""
+    import re
+    from minirec.experiments import specs as catalogue
+    from minirec.experiments.pipeline import notebooks
+
+    labels = {v for k, v in vars(catalogue).items() if k.isupper() and isinstance(v, str)}
+    labels |= set(catalogue.S2GR_SETTINGS) | set(catalogue.Catalogue(None, get_profile("study")).grpo_candidates())
+    for path in notebooks():
+        code = _notebook_code(path.name.split("_")[0])
+        assert "RunSpec(" not in code, f"{path.name} builds a RunSpec; take it from minirec.experiments.specs"
+        relabelled = [m for m in re.findall(r'\.(?:variant|then)\(\s*"([^"]+)"', code) if m in labels]
+        assert not relabelled, f"{path.name} defines catalogue runs again: {relabelled}"

@@ -9,12 +9,12 @@ from minirec.models.baselines import Popularity
 from minirec.models.beam_search import (SIDTrie, brute_force_scores, constrained_beam_search, naive_beam_search, plain_step,
                                  transformers_beam_search)
 from minirec.data.dataset import leave_one_out
-from minirec.models.generative import GenerativeRecommender, GenRecConfig
+from minirec.data.synthetic import planted_embeddings
 from minirec.experiments.runner import RunSpec, run
+from minirec.models.generative import GenerativeRecommender, GenRecConfig
 from minirec.profiles import get_profile, with_recipe
 from minirec.sids.quantizers import QuantizerConfig, RQKMeans
 from minirec.sids.semantic_ids import SIDTable, build_sid_table, deduplicate, item_id_table
-from minirec.data.synthetic import planted_embeddings
 
 TINY = dict(hidden_size=32, intermediate_size=64, head_dim=8)
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from minirec.data.dataset import from_interactions, leave_one_out
 from minirec.sids import embeddings
 from minirec.sids import graph
-from minirec.data.dataset import from_interactions, leave_one_out
 
 
 def test_graph_counts_window_and_symmetry():

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from minirec.metrics import paired_bootstrap
 from minirec.experiments.results import ResultsTable, load_per_user, save_per_user, update_readme
+from minirec.metrics import paired_bootstrap
 
 
 def test_record_upsert_and_markdown(tmp_path):

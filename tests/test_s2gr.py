@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from minirec import metrics
-from minirec.models.baselines import Popularity
 from minirec.data.dataset import leave_one_out
+from minirec.models.baselines import Popularity
 from minirec.models.generative import GenerativeRecommender, level_accuracy
 from minirec.profiles import get_profile, seed_everything, with_recipe
 from minirec.reasoning.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets

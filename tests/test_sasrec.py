@@ -3,11 +3,11 @@ import numpy as np
 import torch
 
 from minirec import metrics
-from minirec.models.baselines import Popularity
 from minirec.data.dataset import leave_one_out
 from minirec.experiments.runner import RunSpec, run
-from minirec.profiles import get_profile, seed_everything, with_recipe
+from minirec.models.baselines import Popularity
 from minirec.models.sasrec import SASRec, SASRecConfig
+from minirec.profiles import get_profile, seed_everything, with_recipe
 
 
 def test_causal_no_future_leak():

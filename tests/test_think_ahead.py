@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from minirec.models.beam_search import constrained_beam_search
 from minirec.data.dataset import pad_left
-from minirec.sids.semantic_ids import SIDTable
+from minirec.models.beam_search import constrained_beam_search
 from minirec.reasoning.think_ahead import ThinkAhead, prefix_recall
+from minirec.sids.semantic_ids import SIDTable
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from minirec.models.backbone import sid_token
-from minirec.data.dataset import SequenceDataset
 from minirec.agent.protocol import ActionError, Constraints
+from minirec.data.dataset import SequenceDataset
+from minirec.models.backbone import sid_token
 
 _SID = re.compile(r"<([a-z])_(\d+)>")
 

@@ -22,10 +22,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from minirec.metrics import bootstrap_mean, paired_bootstrap
 from minirec.agent.harness import Harness, Result
 from minirec.agent.intents import Task, Turn, parse_intent
 from minirec.agent.protocol import Constraints
+from minirec.metrics import bootstrap_mean, paired_bootstrap
 
 
 class Agent(Protocol):

@@ -18,9 +18,9 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from minirec.data.dataset import pad_left
 from minirec.agent.catalogue import Catalogue
 from minirec.agent.protocol import ActionError, Answer, Ask, Bundle, Constraints, Rank, Retrieve, parse_action
+from minirec.data.dataset import pad_left
 
 
 class Backend(Protocol):

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minirec.data.dataset import EvalStage, LeaveOneOutSplit
 from minirec.agent.catalogue import Catalogue
 from minirec.agent.protocol import Constraints
+from minirec.data.dataset import EvalStage, LeaveOneOutSplit
 
 KINDS = ("simple", "compound", "ambiguous", "multi_turn", "bundle")
 _DECADE_WORDS = {1920: "1920s", 1930: "1930s", 1940: "1940s", 1950: "50s", 1960: "60s", 1970: "70s", 1980: "80s",

@@ -32,16 +32,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from minirec.models.beam_search import constrained_beam_search
-from minirec.data.dataset import EmptyHistoryError, EvalStage, LeaveOneOutSplit, training_windows
-from minirec.reasoning.itemic import ExampleSet, TaskMix, left_pad, sequential_examples
-from minirec.reasoning.onerec import OneRecConfig, OneRecThink
-from minirec.models.sampling import generate_text
 from minirec.agent.catalogue import Catalogue
 from minirec.agent.episodes import play
 from minirec.agent.harness import Harness, Result
 from minirec.agent.intents import Task, make_tasks, training_stage, user_split
 from minirec.agent.protocol import Constraints
+from minirec.data.dataset import EmptyHistoryError, EvalStage, LeaveOneOutSplit, training_windows
+from minirec.models.beam_search import constrained_beam_search
+from minirec.models.sampling import generate_text
+from minirec.reasoning.itemic import ExampleSet, TaskMix, left_pad, sequential_examples
+from minirec.reasoning.onerec import OneRecConfig, OneRecThink
 
 SHOP_TASKS = ("action", "retrieve", "sequential")
 QUESTION = "What kind of film would you like?"

@@ -1,6 +1,6 @@
 """Sequential-recommendation datasets and the leave-one-out protocol (docs/method.md §0).
 
-What lives here (the file readers are in ``minirec.loaders``):
+What lives here (the file readers are in ``minirec.data.loaders``):
 - ``SequenceDataset``: users' chronological item sequences with contiguous item ids,
   item text (title, year, genres) and, where known, user profiles.
 - ``leave_one_out``: last item = test, second-to-last = validation, the rest = training.

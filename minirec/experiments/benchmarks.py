@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from minirec.models.beam_search import constrained_beam_search, naive_beam_search
 from minirec.data.dataset import EvalStage, pad_left
+from minirec.models.beam_search import constrained_beam_search, naive_beam_search
 from minirec.profiles import Profile
 from minirec.training import quiet_lightning
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from minirec.data.dataset import LeaveOneOutSplit
+from minirec.experiments.results import load_per_user, save_per_user
 from minirec.metrics import evaluate
 from minirec.profiles import Profile
-from minirec.experiments.results import load_per_user, save_per_user
 
 
 def sasrec_spec(split: LeaveOneOutSplit, profile: Profile, label: str = "SASRec", seeds: tuple[int, ...] | None = None,

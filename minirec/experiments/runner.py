@@ -34,9 +34,9 @@ import numpy as np
 
 from minirec.artifacts import runs_dir as default_runs_dir
 from minirec.data.dataset import LeaveOneOutSplit
+from minirec.experiments.results import RANKING_METRICS, ResultsTable
 from minirec.metrics import evaluate
 from minirec.profiles import Profile, seed_everything
-from minirec.experiments.results import RANKING_METRICS, ResultsTable
 from minirec.training import FitResult, fit, load_fit, log_checkpoint
 
 
@@ -65,6 +65,10 @@ class RunSpec:
                        sid_table=self.sid_table if sid_table is None else sid_table,
                        seeds=self.seeds if seeds is None else tuple(seeds),
                        parent=self.parent if parent is None else parent)
+
+    def with_seeds(self, seeds) -> "RunSpec":
+        """The same experiment with other seeds (the seeds are not part of what a checkpoint is made with)."""
+        return replace(self, seeds=tuple(seeds))
 
     def then(self, label: str, model: type | None = None, **config_changes) -> "RunSpec":
         """The next stage of a staged method, started from this spec's checkpoint.

@@ -22,8 +22,8 @@ Settings are chosen on validation among the pieces: S²GR-mini's method-form set
 the tuned SASRec (``STEPS``), and a Think-Ahead piece records its latency and the share of the reasoning model's
 gain it keeps (``record_serving``).
 
-The headline specs are built here exactly as notebook 06 builds them, so a piece and the
-notebook's study run train the same thing (the same fingerprint, the same checkpoint folder).
+Every spec comes from the catalogue the notebooks use (``minirec.experiments.specs``), so a piece and a notebook's
+run of the same label train the same thing (the same fingerprint, the same checkpoint folder).
 """
 from __future__ import annotations
 
@@ -37,100 +37,48 @@ from typing import NamedTuple
 import numpy as np
 
 from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
-from minirec.experiments.runner import RunSpec, digest, fingerprint, run
-from minirec.metrics import direction, paired_bootstrap
-from minirec.profiles import Profile, get_profile, with_recipe
 from minirec.experiments.results import RANKING_METRICS, ResultsTable
+from minirec.experiments.runner import RunSpec, digest, fingerprint, run
+from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, RECIPE_CHANGES,
+                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, Catalogue)
+from minirec.metrics import direction, paired_bootstrap
+from minirec.profiles import Profile, get_profile
 
-REFERENCE = "TIGER-mini"            # what every headline model is compared with, seed by seed
-SASREC = "SASRec (first grid setting)"    # the setting notebook 02 chose on validation: the tuned bar
 THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
-BASE, ALIGN, REASON = ("OneRec-Think Base (SID SFT)", "OneRec-Think + itemic alignment",
-                       "OneRec-Think + alignment + reasoning")
-# Issue 15's "why", on validation: the alignment stage with the cosine schedule instead of the plateau schedule's
-# validation-triggered cuts (a diagnostic: it is compared with the headline stage, never chosen by its test score)
-ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
-RECIPE_CHANGES = {ALIGN_COSINE: ("onerec", dict(schedule="cosine"))}     # label -> (recipe family, changes)
-# OneRec-Think's ablation (issue 15): each stage against the one before it, and against the tuned SASRec
+# OneRec-Think's ablation: each stage against the one before it, and against the tuned SASRec; the alignment
+# diagnostic against the headline alignment (never chosen by its test score)
 STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
          (THINK_AHEAD, REASON), (ALIGN_COSINE, ALIGN))
 CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings chosen among (notebook 10's)
 HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
-def headline_specs(ds, split, profile: Profile) -> dict[str, RunSpec]:
-    """SASRec (the references' first grid setting), TIGER-mini, item-ID TIGER, S²GR-mini (the method's form) and
-    OneRec-Think's three ranking stages on the profile's SID table (``Profile.sids``), as notebooks 02, 05b, 06, 07
-    and 08 build them."""
-    from minirec.models.generative import GenerativeRecommender, GenRecConfig
-    from minirec.reasoning.grpo import ReasoningRL
-    from minirec.reasoning.itemic import tokenizer_corpus
-    from minirec.reasoning.onerec import OneRecConfig, OneRecThink
-    from minirec.sids.quantizers import cached_sid_table
-    from minirec.experiments.reference import sasrec_spec
-    from minirec.reasoning.s2gr import S2GR, S2GRConfig
-    from minirec.sids.semantic_ids import item_id_table
-
-    sids = cached_sid_table(ds, split, profile)
-    texts = ds.items["text"].tolist()
-    arch = profile.arch("generative")
-    base = RunSpec(BASE, OneRecThink, OneRecConfig(**arch), sids, tokenizer_corpus(ds))
-    align = base.variant("OneRec-Think warm-up", stage="warmup").then(ALIGN, stage="align")
-    reason = align.then(REASON, stage="reason")
-    tiger = RunSpec("TIGER-mini", GenerativeRecommender, GenRecConfig(**arch), sids, texts)
-    s2gr = RunSpec("S²GR-mini", S2GR, S2GRConfig(**arch), sids, texts)
-    # labels of their own: notebook 02 chose SASRec's setting on validation over the grid, and notebook 05b's item-ID
-    # rows have more seeds (made with the first study recipe); a piece must not replace either
-    sasrec = sasrec_spec(split, profile, label=SASREC, seeds=(0,), **profile.sasrec_grid[0])
-    specs = [sasrec, tiger,
-             tiger.variant("TIGER-mini (item-ID tokens), study piece", sid_table=item_id_table(ds)),
-             s2gr,
-             *(s2gr.variant(label, **changes) for label, changes in S2GR_CHOICES.items()),
-             base, align, reason, align.variant(ALIGN_COSINE)]
-    # GRPO from the reasoning model, every (reward, learning rate) of notebook 09's study grid; the group size, beams
-    # and prompts per epoch are GRPOConfig's defaults, as notebook 09 sets them
-    specs += [reason.then(label, model=ReasoningRL, reward=reward)
-              for label, (reward, _) in rl_candidates(profile).items()]
-    return {spec.label: spec for spec in specs}
+def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, RunSpec]:
+    """Every spec the study trains, from the catalogue the notebooks use (``specs.Catalogue``): SASRec at the grid's
+    first setting, TIGER-mini, item-ID TIGER, S²GR-mini and its settings, OneRec-Think's ranking stages, the
+    alignment diagnostic and every GRPO candidate. ``sid_table``: another SID table than the profile's."""
+    specs = Catalogue(ds, profile, sid_table)
+    chain = specs.onerec()
+    out = [specs.sasrec_first(split), specs.tiger(), specs.item_id_tiger(ITEM_ID_TIGER_PIECE),
+           *(specs.s2gr(name) for name in (S2GR, *S2GR_SETTINGS)), chain.base, chain.align, chain.reason,
+           specs.align_cosine()[0], *(specs.grpo(label)[0] for label in specs.grpo_candidates())]
+    return {spec.label: spec for spec in out}
 
 
 def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
-    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (notebook 09's study grid:
-    every reward at the recipe's learning rate and at the paper's 1e-5)."""
-    from minirec.reasoning.grpo import REWARDS
-    return {f"OneRec-Think + RL (GRPO, {name} reward, lr {lr:g})": (name, lr)
-            for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
+    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (``Catalogue``)."""
+    return Catalogue(None, profile).grpo_candidates()
 
 
 def piece_profile(label: str, profile: Profile) -> Profile:
-    """The profile a piece trains under: the study profile, with a GRPO candidate's learning rate, or a diagnostic's
-    recipe changes (``RECIPE_CHANGES``), where it has them."""
-    label = label.removesuffix(HELD_OUT)
-    if label in RECIPE_CHANGES:
-        family, changes = RECIPE_CHANGES[label]
-        return with_recipe(profile, family, **changes)
-    lr = rl_candidates(profile).get(label, (None, None))[1]
-    return profile if lr is None else with_recipe(profile, "rl", lr=lr)
-
-
-# The method-form settings issue 14 asks to choose on validation, each a variant of "S²GR-mini" (the headline:
-# λ = 1, hard cluster labels, τ = 0.1, p_l at the initializer's scale), labelled as notebook 06b labels them.
-S2GR_CHOICES = {
-    "S²GR-mini (no alignment)": dict(align_weight=0.0),
-    "S²GR-mini (λ = 0.1)": dict(align_weight=0.1),
-    "S²GR-mini (soft targets, τ = 0.1)": dict(align_targets="soft", temperature=0.1),
-    "S²GR-mini (soft targets, τ = 0.5)": dict(align_targets="soft", temperature=0.5),
-    "S²GR-mini, normed feedback": dict(feedback_norm=True),
-    "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
-}
+    """The profile a piece trains under (``Catalogue.profile_for``), whatever protocol chose its checkpoint."""
+    return Catalogue(None, profile).profile_for(label.removesuffix(HELD_OUT))
 
 
 # short names for the command line
-ALIASES = {"SASRec": SASREC, "S2GR-mini": "S²GR-mini",
-           "item-ID-TIGER": "TIGER-mini (item-ID tokens), study piece",
-           "S2GR-noalign": "S²GR-mini (no alignment)", "S2GR-lambda0.1": "S²GR-mini (λ = 0.1)",
-           "S2GR-soft": "S²GR-mini (soft targets, τ = 0.1)", "S2GR-soft0.5": "S²GR-mini (soft targets, τ = 0.5)",
-           "S2GR-normed": "S²GR-mini, normed feedback", "S2GR-levelhidden": "S²GR-mini, level vectors at hidden scale",
+ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_PIECE,
+           **dict(zip(("S2GR-noalign", "S2GR-lambda0.1", "S2GR-soft", "S2GR-soft0.5", "S2GR-normed", "S2GR-levelhidden"),
+                      S2GR_SETTINGS, strict=True)),
            "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD,
            "OneRec-align-cosine": ALIGN_COSINE}
 
@@ -332,7 +280,7 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
     aside = [*rl_candidates(profile), *RECIPE_CHANGES]    # GRPO's candidates and the diagnostics stay out of it
     forget_groups(table, dataset, profile, aside)
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
-                                       and (k not in S2GR_CHOICES or k == chosen) and k not in aside},
+                                       and (k not in S2GR_SETTINGS or k == chosen) and k not in aside},
                                       table, split, profile, n_boot)
     return summary
 
@@ -462,7 +410,7 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
     seeds it has, its validation score trails the leading candidate's on the same seeds by more than the seed-to-seed
     standard deviation of the candidates' validation scores (``screen``); otherwise it is *pending*, it needs every
     seed, and the choice is provisional until it has them."""
-    names = ["S²GR-mini", *S2GR_CHOICES]
+    names = [S2GR, *S2GR_SETTINGS]
     val = {n: {s: p.meta["best_val_ndcg10"] for s, p in fresh[n].items()} for n in names if n in fresh}
     complete = [n for n in val if set(profile.seeds) <= set(val[n])]
     listing = {n: {"seeds": sorted(v), "val": float(np.mean(list(v.values()))),
@@ -503,7 +451,7 @@ def _forget_earlier_choice(table: ResultsTable, dataset: str, profile: Profile, 
     groups in the popularity and history breakdowns (only the chosen setting has those)."""
     table.forget(dataset, profile.name, [chosen_label(n) for n in names if n != chosen])
     table.forget(dataset, profile.name, [n for n in names if n != chosen], table="s2gr_choice", metric="test_ndcg10")
-    forget_groups(table, dataset, profile, [n for n in S2GR_CHOICES if n != chosen])
+    forget_groups(table, dataset, profile, [n for n in S2GR_SETTINGS if n != chosen])
 
 
 def forget_groups(table: ResultsTable, dataset: str, profile: Profile, names) -> None:

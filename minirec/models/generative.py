@@ -23,9 +23,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minirec.artifacts import atomic_path, write_json
+from minirec.metrics import stage_batches
 from minirec.models.backbone import SIDVocabulary, SIDVocabularyError, load_backbone
 from minirec.models.beam_search import SIDTrie, constrained_beam_search, positions_from_mask
-from minirec.metrics import stage_batches
 from minirec.sids.semantic_ids import SIDTable
 from minirec.training import RankingModule
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from minirec.models.beam_search import constrained_beam_search, positions_from_mask
 from minirec.data.dataset import LeaveOneOutSplit, pad_left
+from minirec.models.beam_search import constrained_beam_search, positions_from_mask
 from minirec.reasoning.itemic import left_pad
 from minirec.reasoning.onerec import ItemicDataModule, OneRecConfig, OneRecThink, _Reasoning, _Subsample  # ----------------------------------------------------------------------------- rewards
 def beam_reward(beams: torch.Tensor, targets: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:

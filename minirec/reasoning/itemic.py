@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from minirec.models.backbone import SIDVocabulary
 from minirec.data.dataset import DataFormatError, LeaveOneOutSplit, SequenceDataset, UnknownItemError
+from minirec.models.backbone import SIDVocabulary
 
 TASKS = ("persona", "sequential", "caption", "language")
 PAPER_MIX = (0.243, 0.657, 0.049, 0.050)        # OneRec-Think's reported shares, in the order of TASKS

@@ -7,9 +7,9 @@ One LightningModule, ``OneRecThink``, trained in stages chained with ``RunSpec.t
 - ``warmup``  token warm-up: only the rows of the new tokens (SID codes, ``<|sid_begin|>``,
   ``<|sid_end|>``) in the embedding and output matrices train, on the task mix; every
   other parameter stays exactly as it was (tested);
-- ``align``   multi-task integration: every parameter, on the task mix (``minirec.itemic``);
+- ``align``   multi-task integration: every parameter, on the task mix (``minirec.reasoning.itemic``);
 - ``reason``  reasoning activation: SFT on ``<think> rationale </think>`` + target SID, loss on
-  both, with the rationales of ``minirec.reasoning``.
+  both, with the rationales of ``minirec.reasoning.rationales``.
 
 Recommending: ``base`` / ``warmup`` / ``align`` prompt with the history and ``<|sid_begin|>`` and
 run the trie-constrained beam search over the whole catalogue. ``reason`` first writes
@@ -34,13 +34,13 @@ from minirec.models.backbone import SPECIAL_TOKENS
 from minirec.models.beam_search import constrained_beam_search
 from minirec.data.dataset import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
                    training_windows)
-from minirec.sids.embeddings import DEFAULT_ENCODER
 from minirec.models.generative import GenerativeRecommender, GenRecConfig
+from minirec.sids.embeddings import DEFAULT_ENCODER
 from minirec.reasoning.itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, ItemWriter, TaskMix, caption_examples, caption_holdout,
                      TaskBatches, collate_examples, language_examples, left_pad, persona_examples, sequential_examples,
                      text_corpus)
-from minirec.reasoning.rationales import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
 from minirec.models.sampling import generate_text
+from minirec.reasoning.rationales import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
 from minirec.training import SequenceDataModule
 
 STAGES = ("base", "warmup", "align", "reason")

@@ -37,7 +37,7 @@ def similarity_matrix(kind: str, embeddings: np.ndarray | None = None, codes: np
     """(N, N) item-item similarity: ``text`` = cosine of embeddings, ``sid`` = length of the shared SID prefix."""
     if kind == "text":
         if embeddings is None:
-            raise ValueError("similarity 'text' needs item embeddings (minirec.embeddings.item_embeddings)")
+            raise ValueError("similarity 'text' needs item embeddings (minirec.sids.embeddings.item_embeddings)")
         x = np.asarray(embeddings, dtype=np.float32)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x @ x.T

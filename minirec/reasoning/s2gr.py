@@ -59,8 +59,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from minirec.models.generative import GenerativeRecommender, GenRecConfig
 from minirec.metrics import stage_batches
+from minirec.models.generative import GenerativeRecommender, GenRecConfig
 from minirec.sids.semantic_ids import SIDTable
 
 THINKING = ("latent", "pause")

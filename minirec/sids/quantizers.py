@@ -12,7 +12,7 @@ with ``codes`` of shape (n_items, levels):
       L = ||x - x̂||² + Σ_l ( ||sg(r_l) - e_{l,c_l}||² + β ||r_l - sg(e_{l,c_l})||² )
 - ``CoBa`` (S²GR's Collaborative and Balanced RQ-VAE): the same network, plus
   * collaborative input: x is replaced by H_align, the text embeddings propagated over
-    the training co-occurrence graph (``minirec.graph``);
+    the training co-occurrence graph (``minirec.sids.graph``);
   * auxiliary-loss-free load balancing: selection uses d'(r, e_j) = ||r - e_j||² + b_j s,
     where s is the level's mean quantisation error min_j ||r - e_j||² (so b is unit-free);
     after each step b_j moves up if code j was used more than average and down if less,
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from torch.utils.data import DataLoader, TensorDataset
 
-from minirec.sids.graph import collaborative_embeddings
 from minirec.profiles import DEFAULT_PROFILE, Profile, Recipe, SIDConfig, get_profile
+from minirec.sids.graph import collaborative_embeddings
 from minirec.training import quiet_lightning
 
 

@@ -1,0 +1,163 @@
+"""The catalogue of experiments: every run that the course notebooks and the study both train, built once.
+
+A ``RunSpec`` says what is trained (label, model class, architecture config, SID table); a profile says how. A
+notebook and the study get a spec from the same ``Catalogue`` method, so they train the same thing: the same
+fingerprint, hence the same checkpoint folder (``runner.checkpoint_dir``). Labels are the constants below; nothing
+else spells them::
+
+    specs = Catalogue(ds, get_profile("course"))
+    tiger, s2gr = specs.tiger(), specs.s2gr()
+    chain = specs.onerec()                  # Base -> warm-up -> alignment -> reasoning, each from the one before
+    runs = run(chain.reason, split, profile)
+
+To add a method to both a notebook and the study, see ``docs/contributing.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
+
+from minirec.experiments.runner import RunSpec
+from minirec.profiles import Profile, with_recipe
+
+# ----------------------------------------------------------------------------- labels
+SASREC = "SASRec"                                   # notebook 02: the setting chosen on validation over the grid
+SASREC_FIRST = "SASRec (first grid setting)"        # the study's tuned bar: the grid's first setting, every seed
+TIGER = "TIGER-mini"
+ITEM_ID_TIGER = "TIGER-mini (item-ID tokens)"       # notebooks 05b/06b: one token per item
+ITEM_ID_TIGER_PIECE = "TIGER-mini (item-ID tokens), study piece"   # the same spec under the study recipe
+S2GR = "S²GR-mini"
+BASE, WARMUP = "OneRec-Think Base (SID SFT)", "OneRec-Think warm-up"
+ALIGN, REASON = "OneRec-Think + itemic alignment", "OneRec-Think + alignment + reasoning"
+ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
+SHOPX = "ShopX-mini"
+
+# S²GR-mini's method-form settings chosen among on validation, each a variant of the headline (λ = 1, hard cluster
+# labels, τ = 0.1, p_l at the initializer's scale): label -> S2GRConfig changes
+S2GR_SETTINGS = {
+    "S²GR-mini (no alignment)": dict(align_weight=0.0),
+    "S²GR-mini (λ = 0.1)": dict(align_weight=0.1),
+    "S²GR-mini (soft targets, τ = 0.1)": dict(align_targets="soft", temperature=0.1),
+    "S²GR-mini (soft targets, τ = 0.5)": dict(align_targets="soft", temperature=0.5),
+    "S²GR-mini, normed feedback": dict(feedback_norm=True),
+    "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
+}
+
+# diagnostics that train under another recipe than their family's: label -> (recipe family, recipe changes)
+RECIPE_CHANGES = {ALIGN_COSINE: ("onerec", dict(schedule="cosine"))}
+
+
+def grpo_label(reward: str, lr: float) -> str:
+    return f"OneRec-Think + RL (GRPO, {reward} reward, lr {lr:g})"
+
+
+class OneRecChain(NamedTuple):
+    """OneRec-Think's ranking stages, each started from the checkpoint of the one before it."""
+    base: RunSpec       # SID SFT: sequential preference only
+    warmup: RunSpec     # token warm-up (only the new SID rows train)
+    align: RunSpec      # multi-task itemic alignment, from the warm-up
+    reason: RunSpec     # reasoning SFT, from the aligned model
+
+
+@dataclass
+class Catalogue:
+    """Every shared spec, built from a dataset and a profile (its architecture overrides, its SID table, its seeds).
+
+    ``sids``: a SID table to use instead of the profile's (``Profile.sids``, built or loaded on first use)."""
+    dataset: object
+    profile: Profile
+    sid_table: object = None
+
+    @cached_property
+    def sids(self):
+        """The SID table the generative models read: the profile's, built on the whole catalogue's training data."""
+        if self.sid_table is not None:
+            return self.sid_table
+        from minirec.data.dataset import leave_one_out
+        from minirec.sids.quantizers import cached_sid_table
+        return cached_sid_table(self.dataset, leave_one_out(self.dataset), self.profile)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.profile.seeds)
+
+    # ------------------------------------------------------------------------- references
+    def sasrec(self, split, label: str = SASREC, seeds: tuple[int, ...] | None = None, **overrides) -> RunSpec:
+        """SASRec over the split's catalogue and history cap (``overrides``: a grid setting)."""
+        from minirec.experiments.reference import sasrec_spec
+        return sasrec_spec(split, self.profile, label=label, seeds=seeds, **overrides)
+
+    def sasrec_first(self, split) -> RunSpec:
+        """The study's tuned bar: SASRec at the first setting of the profile's grid."""
+        return self.sasrec(split, SASREC_FIRST, **self.profile.sasrec_grid[0])
+
+    # ------------------------------------------------------------------------- SID decoders
+    def tiger(self) -> RunSpec:
+        """TIGER-mini on the profile's SID table."""
+        from minirec.models.generative import GenerativeRecommender, GenRecConfig
+        return RunSpec(TIGER, GenerativeRecommender, GenRecConfig(**self.profile.arch("generative")), self.sids,
+                       self.dataset.items["text"].tolist(), seeds=self.seeds)
+
+    def item_id_tiger(self, label: str = ITEM_ID_TIGER) -> RunSpec:
+        """TIGER-mini with one token per item (``item_id_table``): what the SID tokenisation costs or buys."""
+        from minirec.sids.semantic_ids import item_id_table
+        return self.tiger().variant(label, sid_table=item_id_table(self.dataset))
+
+    def s2gr(self, setting: str = S2GR) -> RunSpec:
+        """S²GR-mini in the method's form (``S2GR``), or one of its ``S2GR_SETTINGS``."""
+        from minirec.reasoning.s2gr import S2GR as S2GRModel, S2GRConfig
+        headline = RunSpec(S2GR, S2GRModel, S2GRConfig(**self.profile.arch("generative")), self.sids,
+                           self.dataset.items["text"].tolist(), seeds=self.seeds)
+        if setting == S2GR:
+            return headline
+        if setting not in S2GR_SETTINGS:
+            raise ValueError(f"unknown S²GR-mini setting {setting!r}; choose from {[S2GR, *S2GR_SETTINGS]}")
+        return headline.variant(setting, **S2GR_SETTINGS[setting])
+
+    # ------------------------------------------------------------------------- OneRec-Think
+    def onerec(self) -> OneRecChain:
+        """Base -> token warm-up -> itemic alignment -> reasoning, on TIGER-mini's architecture."""
+        from minirec.reasoning.itemic import tokenizer_corpus
+        from minirec.reasoning.onerec import OneRecConfig, OneRecThink
+        base = RunSpec(BASE, OneRecThink, OneRecConfig(**self.profile.arch("generative")), self.sids,
+                       tokenizer_corpus(self.dataset), seeds=self.seeds)
+        warmup = base.variant(WARMUP, stage="warmup")
+        align = warmup.then(ALIGN, stage="align")
+        return OneRecChain(base, warmup, align, align.then(REASON, stage="reason"))
+
+    def align_cosine(self) -> tuple[RunSpec, Profile]:
+        """A diagnostic: the alignment stage under the cosine schedule (no plateau cuts), and the profile it trains
+        under."""
+        return self.onerec().align.variant(ALIGN_COSINE), self.profile_for(ALIGN_COSINE)
+
+    def grpo_candidates(self) -> dict[str, tuple[str, float]]:
+        """label -> (reward, learning rate) of the GRPO settings chosen among on validation: every reward at the
+        recipe's learning rate and at the paper's 1e-5."""
+        from minirec.reasoning.grpo import REWARDS
+        return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (self.profile.recipe("rl").lr, 1e-5)}
+
+    def grpo(self, label: str, **config_changes) -> tuple[RunSpec, Profile]:
+        """One GRPO candidate from the reasoning model, and the profile it trains under (its learning rate)."""
+        candidates = self.grpo_candidates()
+        if label not in candidates:
+            raise ValueError(f"unknown GRPO setting {label!r}; choose from {sorted(candidates)}")
+        from minirec.reasoning.grpo import ReasoningRL
+        reward, _ = candidates[label]
+        spec = self.onerec().reason.then(label, model=ReasoningRL, reward=reward, **config_changes)
+        return spec, self.profile_for(label)
+
+    def shopx(self) -> RunSpec:
+        """ShopX-mini: the aligned OneRec-Think model fine-tuned to act on shopping sessions."""
+        from minirec.agent.model import ShopXMini
+        return self.onerec().align.then(SHOPX, ShopXMini, stage="shop", **self.profile.arch("agent"))
+
+    # ------------------------------------------------------------------------- recipes
+    def profile_for(self, label: str) -> Profile:
+        """The profile a spec trains under: the catalogue's, with a GRPO candidate's learning rate or a diagnostic's
+        recipe changes where it has them."""
+        if label in RECIPE_CHANGES:
+            family, changes = RECIPE_CHANGES[label]
+            return with_recipe(self.profile, family, **changes)
+        candidate = self.grpo_candidates().get(label)
+        return self.profile if candidate is None else with_recipe(self.profile, "rl", lr=candidate[1])
