@@ -8,6 +8,7 @@ import pytest
 from minirec.data.dataset import hold_out_users, leave_one_out
 from minirec.experiments import runner as experiments
 from minirec.experiments.pipeline import job_saved_seconds, reused_checkpoints, trained_checkpoints
+from minirec.experiments.results import HELD_OUT_USERS
 from minirec.experiments.runner import RunSpec, choose_on_validation, run
 from minirec.models.generative import GenerativeRecommender, GenRecConfig
 from minirec.profiles import FAMILIES, PROFILES, get_profile, with_recipe
@@ -189,10 +190,10 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     np.testing.assert_array_equal(again.per_user["ndcg@10"], made["TIGER-mini", 0].per_user["ndcg@10"])
     pieces = study.load_pieces("synthetic", figs)
     assert len(pieces) == 4
-    digests = {s.label: digest(fingerprint(s, split, profile)) for s in (spec, other)}
-    fresh, stale = study.current_pieces(pieces, dict(digests, Other="made-with-other-settings"))
-    assert set(fresh) == {"TIGER-mini"} and {p.label for p in stale} == {"Other"}
-    fresh, stale = study.current_pieces(pieces, digests)
+    digests = {(s.label, None): digest(fingerprint(s, split, profile)) for s in (spec, other)}
+    fresh, held_out, stale = study.current_pieces(pieces, {**digests, ("Other", None): "made-with-other-settings"})
+    assert set(fresh) == {"TIGER-mini"} and {p.label for p in stale} == {"Other"} and not held_out
+    fresh, _, stale = study.current_pieces(pieces, digests)
     assert not stale and sorted(fresh["Other"]) == [0, 1]
     table = ResultsTable(figs)
     summary = study.assemble(fresh, table, split, profile, n_boot=50)
@@ -210,9 +211,10 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     keep = breakdown.history_groups(split.test) == "long"
     assert long["mean"].item() == pytest.approx(np.mean([made["Other", s].per_user["ndcg@10"][keep].mean()
                                                          for s in (0, 1)]))
-    kept = table.get("synthetic", "Other [long]", "ndcg@10", "by_history", profile.name)
-    (interval,) = [c for c in table.comparisons if c["a"] == "Other [long]"]     # the paired interval in the group
-    assert interval["b"] == "TIGER-mini [long]" and interval["n_users"] == keep.sum() and interval["n_seeds"] == 2
+    kept = table.get("synthetic", "Other", "ndcg@10", "by_history", profile.name, group="long")
+    (interval,) = [c for c in table.comparisons if (c["a"], c.get("group")) == ("Other", "long")]   # inside the group
+    assert interval["b"] == "TIGER-mini" and interval["n_users"] == keep.sum() and interval["n_seeds"] == 2
+    assert "| synthetic | Other [long] | TIGER-mini [long] |" in table.markdown()     # names rendered from the fields
     assert interval["diff"] == pytest.approx(long["− TIGER-mini"].item())
     shown = study.recorded_breakdown(table, "synthetic", profile.name).set_index(["model", "group"])
     assert shown.loc[("Other", "long"), "diff"] == pytest.approx(interval["diff"]) and ("TIGER-mini", "long") not in shown.index
@@ -220,14 +222,21 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert kept["seeds"] == [0, 1] and kept["mean"] == pytest.approx(long["mean"].item())
     # a checkpoint chosen on held-out users: compared with the usual choice on the test users both have
     held = hold_out_users(split, share=0.2)
-    made_held = study.train_piece(other.variant("Other" + study.HELD_OUT), held, profile, 0, figs, runs_dir)
+    made_held = study.train_piece(other, held, profile, 0, figs, runs_dir, protocol=HELD_OUT_USERS)
     np.testing.assert_array_equal(made_held.users, held.test.users)
-    (loaded,) = [p for p in study.load_pieces("synthetic", figs) if p.label == "Other" + study.HELD_OUT]
+    (loaded,) = [p for p in study.load_pieces("synthetic", figs) if p.protocol == HELD_OUT_USERS]
+    assert loaded.label == "Other" and loaded.meta["protocol"] == HELD_OUT_USERS
     np.testing.assert_array_equal(loaded.user_index(), held.test.users)
-    fresh["Other" + study.HELD_OUT] = {0: loaded}
-    summary = study.assemble(fresh, table, split, profile, n_boot=50)
-    vs_usual = summary["Other" + study.HELD_OUT]["vs_usual_validation"]["ndcg@10"]
-    assert vs_usual.n_users == len(held.test) and "vs_reference" not in summary["Other" + study.HELD_OUT]
+    both = {**digests, ("Other", HELD_OUT_USERS): loaded.digest}
+    fresh, held_out, _ = study.current_pieces(study.load_pieces("synthetic", figs), both)
+    assert set(held_out) == {"Other"} and set(fresh) == {"TIGER-mini", "Other"}
+    summary = study.assemble(fresh, table, split, profile, n_boot=50, held=held_out)
+    vs_usual = summary["held_out"]["Other"]["vs_usual_validation"]["ndcg@10"]
+    assert vs_usual.n_users == len(held.test) and "vs_reference" not in summary["held_out"]["Other"]
+    row = table.get("synthetic", "Other", "ndcg@10", profile=profile.name, protocol=HELD_OUT_USERS)
+    assert row["values"] == [pytest.approx(made_held.per_user["ndcg@10"].mean())]
+    (versus,) = [c for c in table.comparisons if c.get("protocol_a") == HELD_OUT_USERS and c["metric"] == "ndcg@10"]
+    assert (versus["a"], versus["b"], versus.get("protocol_b")) == ("Other", "Other", None)
     expected = made_held.per_user["ndcg@10"].mean() - made["Other", 0].per_user["ndcg@10"][held.test.users].mean()
     assert vs_usual.diff == pytest.approx(expected)
     broken = study.piece_path("synthetic", "Broken", 0, figs)
@@ -286,17 +295,18 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     assert study.choose_s2gr(fresh, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
 
     # a later round changes the choice: what the earlier choice wrote leaves the table, and only the new one has rows
-    table.record("synthetic", "S²GR-mini (no alignment) [tail]", {"ndcg@10": [0.1]}, profile.name, seeds=[0],
-                 table="by_popularity")
-    table.compare("synthetic", "S²GR-mini (no alignment) [tail]", "TIGER-mini [tail]",
-                  paired_bootstrap(np.ones(5), np.zeros(5), n_boot=20), profile.name)
+    table.record("synthetic", "S²GR-mini (no alignment)", {"ndcg@10": [0.1]}, profile.name, seeds=[0],
+                 table="by_popularity", group="tail")
+    table.compare("synthetic", "S²GR-mini (no alignment)", "TIGER-mini",
+                  paired_bootstrap(np.ones(5), np.zeros(5), n_boot=20), profile.name, group="tail")
     fresh["S²GR-mini (no alignment)"] = pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1)
     fresh["S²GR-mini (λ = 0.1)"] = pieces("S²GR-mini (λ = 0.1)", [0.2, 0.2], 0.1)
     assert study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)["chosen"] == "S²GR-mini (λ = 0.1)"
     assert table.get("synthetic", label, "ndcg@10", profile=profile.name) is None
     assert not [c for c in table.comparisons if c["a"] == label]
-    assert table.get("synthetic", "S²GR-mini (no alignment) [tail]", "ndcg@10", "by_popularity", profile.name) is None
-    assert not [c for c in table.comparisons if c["a"] == "S²GR-mini (no alignment) [tail]"]
+    assert table.get("synthetic", "S²GR-mini (no alignment)", "ndcg@10", "by_popularity", profile.name,
+                     group="tail") is None
+    assert not [c for c in table.comparisons if c["a"] == "S²GR-mini (no alignment)"]
     frame = study.recorded_choice(table, "synthetic", profile.name).frame
     assert frame.index[frame["test NDCG@10"].notna()].tolist() == ["S²GR-mini (λ = 0.1)"]
     assert table.get("synthetic", "S²GR-mini (λ = 0.1, chosen on validation)", "ndcg@10", profile=profile.name)
@@ -385,7 +395,6 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     cosine = study.piece_profile(study.ALIGN_COSINE, full)
     assert full.recipe("onerec").schedule == "plateau" and cosine.recipe("onerec").schedule == "cosine"
     assert cosine.recipe("warmup") == full.recipe("warmup")     # the warm-up it starts from is the headline's
-    assert study.piece_profile(study.ALIGN_COSINE + study.HELD_OUT, full).recipe("onerec").schedule == "cosine"
     labels = list(study.rl_candidates(profile))
     assert study.expand_models(["OneRec-RL-rank", "SASRec"], profile) == [labels[2], labels[3], "SASRec"]
     assert study.expand_models(["OneRec-RL"], profile) == labels
@@ -423,14 +432,14 @@ def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_pa
                                     {"best_val_ndcg10": 0.1, "epochs": 1, "seconds": 1.0})}
              for label in (study.REFERENCE, study.REASON, study.ALIGN, study.ALIGN_COSINE, candidate)}
     table = ResultsTable(tmp_path)
-    table.record("synthetic", f"{candidate} [long]", {"ndcg@10": [0.1]}, profile.name, seeds=[0], table="by_history")
+    table.record("synthetic", candidate, {"ndcg@10": [0.1]}, profile.name, seeds=[0], table="by_history", group="long")
     summary = study.assemble(fresh, table, split, profile, n_boot=20)
     assert not {candidate, study.ALIGN_COSINE} & set(summary["breakdown"]["by_history"]["model"])
     # the diagnostic is compared with the headline alignment stage it varies
     assert [c["b"] for c in table.comparisons if c["a"] == study.ALIGN_COSINE and c["metric"] == "ndcg@10"] == [
         study.REFERENCE, study.ALIGN]
     assert study.REASON in set(summary["breakdown"]["by_history"]["model"])
-    assert table.get("synthetic", f"{candidate} [long]", "ndcg@10", "by_history", profile.name) is None
+    assert table.get("synthetic", candidate, "ndcg@10", "by_history", profile.name, group="long") is None
 
 
 def test_stage_curves_draw_every_trained_onerec_stage_and_seed():

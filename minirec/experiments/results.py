@@ -54,46 +54,55 @@ class ResultsTable:
 
     # ------------------------------------------------------------------ writing
     def record(self, dataset: str, method: str, per_seed: dict[str, Iterable[float]], profile: str,
-               seeds: Iterable[int], table: str = "ranking", notes: str = "") -> None:
-        """Upsert one record per metric from its per-seed values."""
+               seeds: Iterable[int], table: str = "ranking", notes: str = "", *, group: str | None = None,
+               protocol: str | None = None) -> None:
+        """Upsert one record per metric from its per-seed values. ``group``: the users the values are over (a
+        breakdown's group; None: every test user); ``protocol``: how the checkpoint was chosen, where it is not the
+        usual validation (e.g. ``HELD_OUT_USERS``). Both are fields of the record, never parts of ``method``."""
         seeds = [int(s) for s in seeds]
         for metric, values in per_seed.items():
             values = np.asarray(list(values), dtype=np.float64)
             if len(values) != len(seeds):
                 raise ValueError(f"{method}/{metric}: {len(values)} values for {len(seeds)} seeds")
             mean, std = mean_sd(values)
-            row = {"table": table, "dataset": dataset, "method": method, "metric": metric, "mean": mean, "std": std,
+            row = {"table": table, "dataset": dataset, "method": method, **_typed(group=group, protocol=protocol),
+                   "metric": metric, "mean": mean, "std": std,
                    "values": [float(v) for v in values], "seeds": seeds, "profile": profile,
                    "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             if notes:
                 row["notes"] = notes
-            self.records = _upsert(self.records, row, ("profile", "table", "dataset", "method", "metric"))
+            self.records = _upsert(self.records, row, RECORD_KEY)
         self._changed()
 
-    def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str) -> None:
-        """Upsert a paired bootstrap comparison of method ``a`` against ``b``."""
-        row = {"dataset": dataset, "a": a, "b": b, "metric": result.metric, "mean_a": result.mean_a,
+    def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str, *,
+                group: str | None = None, protocol_a: str | None = None, protocol_b: str | None = None) -> None:
+        """Upsert a paired bootstrap comparison of method ``a`` against ``b`` (inside ``group``, when both are over
+        one group of users; each side with its protocol, as in ``record``)."""
+        row = {"dataset": dataset, "a": a, "b": b, **_typed(group=group, protocol_a=protocol_a, protocol_b=protocol_b),
+               "metric": result.metric, "mean_a": result.mean_a,
                "mean_b": result.mean_b, "diff": result.diff, "relative": result.relative,
                "ci95": [result.low, result.high], "significant": result.significant,
                "n_users": result.n_users, "n_seeds": result.n_seeds, "n_boot": result.n_boot, "profile": profile,
                "commit": git_commit()}
-        self.comparisons = _upsert(self.comparisons, row, ("profile", "dataset", "a", "b", "metric"))
+        self.comparisons = _upsert(self.comparisons, row, COMPARISON_KEY)
         self._changed()
 
     def forget(self, dataset: str, profile: str, methods: Iterable[str], table: str = "ranking",
                metric: str | None = None) -> None:
-        """Drop the rows of ``methods`` (of one metric, if given) from one table, and the
-        comparisons they are side A of (unless one metric is named): what a re-run no longer makes (an earlier
-        choice) leaves the table."""
+        """Drop the rows of ``methods`` (of one metric, if given; every group and protocol) from one table, and the
+        comparisons they are side A of in the same groups (unless one metric is named): what a re-run no longer makes
+        (an earlier choice) leaves the table."""
         methods = set(methods)
 
         def mine(r: dict, method: str) -> bool:
             return (r["dataset"], r["profile"]) == (dataset, profile) and method in methods
 
-        self.records = [r for r in self.records if not (mine(r, r["method"]) and r["table"] == table
-                                                       and metric in (None, r["metric"]))]
+        dropped = [r for r in self.records if mine(r, r["method"]) and r["table"] == table
+                   and metric in (None, r["metric"])]
+        self.records = [r for r in self.records if not any(r is d for d in dropped)]
         if metric is None:
-            self.comparisons = [c for c in self.comparisons if not mine(c, c["a"])]
+            groups = {r.get("group") for r in dropped} | ({None} if table == "ranking" else set())
+            self.comparisons = [c for c in self.comparisons if not (mine(c, c["a"]) and c.get("group") in groups)]
         self._changed()
 
     def save(self) -> None:
@@ -101,10 +110,11 @@ class ResultsTable:
         write_text(self.dir / "results.md", self.markdown())
 
     # ------------------------------------------------------------------ reading
-    def get(self, dataset: str, method: str, metric: str, table: str = "ranking", profile: str | None = None) -> dict | None:
+    def get(self, dataset: str, method: str, metric: str, table: str = "ranking", profile: str | None = None, *,
+            group: str | None = None, protocol: str | None = None) -> dict | None:
         for r in self.records:
             if (r["table"], r["dataset"], r["method"], r["metric"]) == (table, dataset, method, metric) \
-                    and profile in (None, r["profile"]):
+                    and profile in (None, r["profile"]) and (r.get("group"), r.get("protocol")) == (group, protocol):
                 return r
         return None
 
@@ -133,8 +143,8 @@ class ResultsTable:
                 metrics = [m for m in RANKING_METRICS if m in metrics] + [m for m in metrics if m not in RANKING_METRICS]
             out += [f"### {table}", "", "| dataset | method | seeds | " + " | ".join(metrics) + " |",
                     "|---|---|---|" + "---|" * len(metrics)]
-            for key in dict.fromkeys((r["dataset"], r["method"]) for r in rows):
-                cells = {r["metric"]: r for r in rows if (r["dataset"], r["method"]) == key}
+            for key in dict.fromkeys((r["dataset"], display_name(r)) for r in rows):
+                cells = {r["metric"]: r for r in rows if (r["dataset"], display_name(r)) == key}
                 first = next(iter(cells.values()))
                 values = [_cell(cells[m]) if m in cells else "" for m in metrics]
                 out.append(f"| {key[0]} | {_escape(key[1])} | {len(first['seeds'])} | " + " | ".join(values) + " |")
@@ -149,11 +159,34 @@ class ResultsTable:
                 verdict = direction(c["diff"], c["significant"], "A better", "B better")
                 seeds = c.get("n_seeds", 1)
                 over = f"{seeds} seeds, users" if seeds > 1 else "users"
-                out.append(f"| {c['dataset']} | {_escape(c['a'])} | {_escape(c['b'])} | {c['metric']} | {c['mean_a']:.4f} | "
+                a = display_name({"method": c["a"], "group": c.get("group"), "protocol": c.get("protocol_a")})
+                b = display_name({"method": c["b"], "group": c.get("group"), "protocol": c.get("protocol_b")})
+                out.append(f"| {c['dataset']} | {_escape(a)} | {_escape(b)} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {over} | {verdict} |")
             out.append("")
         return out
+
+
+RECORD_KEY = ("profile", "table", "dataset", "method", "group", "protocol", "metric")
+COMPARISON_KEY = ("profile", "dataset", "a", "b", "group", "protocol_a", "protocol_b", "metric")
+HELD_OUT_USERS = "held-out-user validation"   # the protocol of a checkpoint chosen on users left out of training
+
+
+def _typed(**fields) -> dict:
+    """The typed fields that are set (a record without a group is over every user, without a protocol the usual)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def display_name(row: dict) -> str:
+    """How a record is named in a rendered table: its method, then its protocol and group, rendered from the
+    fields (``method | protocol [group]``); nothing ever reads them back out of this name."""
+    name = row["method"]
+    if row.get("protocol"):
+        name += f" | {row['protocol']}"
+    if row.get("group"):
+        name += f" [{row['group']}]"
+    return name
 
 
 def _escape(name: str) -> str:
@@ -164,7 +197,7 @@ def _escape(name: str) -> str:
 def _upsert(rows: list[dict], row: dict, key: tuple[str, ...]) -> list[dict]:
     """Replace the row with the same key in place (the order of the table never changes), or append it."""
     for i, r in enumerate(rows):
-        if all(r.get(k) == row[k] for k in key):
+        if all(r.get(k) == row.get(k) for k in key):
             return rows[:i] + [row] + rows[i + 1:]
     return rows + [row]
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
-from minirec.experiments.results import RANKING_METRICS, ResultsTable
+from minirec.experiments.results import HELD_OUT_USERS, RANKING_METRICS, ResultsTable, display_name
 from minirec.experiments.runner import RunSpec, digest, fingerprint, run
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, RECIPE_CHANGES,
                                       S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, Catalogue)
@@ -50,7 +50,6 @@ THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after
 STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
          (THINK_AHEAD, REASON), (ALIGN_COSINE, ALIGN))
 CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings chosen among (notebook 10's)
-HELD_OUT = " | held-out-user validation"   # the label suffix of pieces whose checkpoint was chosen on held-out users
 
 
 def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, RunSpec]:
@@ -72,7 +71,7 @@ def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
 
 def piece_profile(label: str, profile: Profile) -> Profile:
     """The profile a piece trains under (``Catalogue.profile_for``), whatever protocol chose its checkpoint."""
-    return Catalogue(None, profile).profile_for(label.removesuffix(HELD_OUT))
+    return Catalogue(None, profile).profile_for(label)
 
 
 # short names for the command line
@@ -87,8 +86,11 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_P
 CURVE_KEYS = ("epoch", "val_ndcg10", "lr", "reward", "hit_any", "flat_groups", "kl", "clipped")
 
 
-def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", label.replace("²", "2"))        # a file name every system accepts
+def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None,
+               protocol: str | None = None) -> Path:
+    """``figures/study/<dataset>/<label, protocol>__seed<s>.npz``: the file of one piece."""
+    name = display_name({"method": label, "protocol": protocol})
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("²", "2"))        # a file name every system accepts
     return Path(figures_dir or default_figures_dir()) / "study" / dataset / f"{safe}__seed{int(seed)}.npz"
 
 
@@ -101,6 +103,7 @@ class Piece:
     per_user: dict[str, np.ndarray]      # test metric -> per-user values
     meta: dict                           # epochs, seconds, best validation NDCG@10, curves, lr cuts, commit, profile
     users: np.ndarray | None = None      # the test users, in the order of per_user (None: every user, in order)
+    protocol: str | None = None          # how its checkpoint was chosen, where not the usual way (HELD_OUT_USERS)
 
     def user_index(self) -> np.ndarray:
         return np.arange(len(self.per_user["ndcg@10"])) if self.users is None else self.users
@@ -111,24 +114,25 @@ class Piece:
 
 
 def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: str | Path | None = None,
-                runs_dir: str | Path | None = None) -> Piece:
-    """Train (or reuse) one seed of ``spec``, evaluate it on the test stage and save the piece atomically."""
+                runs_dir: str | Path | None = None, protocol: str | None = None) -> Piece:
+    """Train (or reuse) one seed of ``spec``, evaluate it on the test stage and save the piece atomically.
+    ``protocol``: ``HELD_OUT_USERS`` where ``split`` chooses the checkpoint on held-out users."""
     spec = spec.variant(spec.label, seeds=(seed,))
     runs = run(spec, split, profile, runs_dir=runs_dir)
     fit = runs.fits[0]
     curve = [{k: row[k] for k in CURVE_KEYS if k in row} for row in fit.curves]
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
-            "curve": curve, "commit": git_commit(), "users": len(split.test)}
+            "curve": curve, "commit": git_commit(), "users": len(split.test), **({"protocol": protocol} if protocol else {})}
     meta.update(stage_diagnostics(fit.module, split))
     piece = Piece(spec.label, int(seed), digest(fingerprint(spec, split, profile)), runs.per_user_by_seed[seed], meta,
-                  np.asarray(split.test.users))
+                  np.asarray(split.test.users), protocol)
     return save_piece(piece, split.dataset.name, figures_dir)
 
 
 def save_piece(piece: Piece, dataset: str, figures_dir: str | Path | None = None) -> Piece:
     """Write a piece atomically to ``figures/study/<dataset>/``."""
-    with atomic_path(piece_path(dataset, piece.label, piece.seed, figures_dir)) as tmp:
+    with atomic_path(piece_path(dataset, piece.label, piece.seed, figures_dir, piece.protocol)) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, meta=np.array(json.dumps(piece.meta)), digest=np.array(piece.digest),
                                 users=np.asarray(piece.user_index()), **piece.per_user)
@@ -165,7 +169,7 @@ def think_ahead_piece(specs: dict[str, RunSpec], split, profile: Profile, seed: 
 
 
 def stage_diagnostics(module, split) -> dict:
-    """What a OneRec-Think piece measures besides ranking (issue 15's targets, notebooks 07-08): after alignment,
+    """What a OneRec-Think piece measures besides ranking (notebooks 07-08): after alignment,
     the captions it writes for items never captioned in training and for items it was taught ("explain this item
     token"); after reasoning, how often its test rationale names a genre of the item watched next. Nothing for
     other models."""
@@ -199,71 +203,82 @@ def load_pieces(dataset: str, figures_dir: str | Path | None = None) -> list[Pie
                 meta = json.loads(str(data["meta"]))
                 per_user = {k: data[k] for k in data.files if k not in ("meta", "digest", "users")}
                 users = data["users"] if "users" in data.files else None
-                pieces.append(Piece(meta["label"], int(meta["seed"]), str(data["digest"]), per_user, meta, users))
+                pieces.append(Piece(meta["label"], int(meta["seed"]), str(data["digest"]), per_user, meta, users,
+                                    meta.get("protocol")))
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"study piece {path} is unreadable ({err}); delete it and train the piece again") from err
     return pieces
 
 
-def current_pieces(pieces: list[Piece], digests: dict[str, str]) -> tuple[dict[str, dict[int, Piece]], list[Piece]]:
-    """Pieces made with today's settings (label -> seed -> piece) and the stale ones (another fingerprint)."""
-    fresh, stale = {}, []
+def current_pieces(pieces: list[Piece], digests: dict[tuple[str, str | None], str]) -> tuple[dict, dict, list[Piece]]:
+    """Pieces made with today's settings and the stale ones (another fingerprint). ``digests``: (label, protocol)
+    -> today's digest. Returns the usual protocol's pieces and the held-out-user protocol's (each label -> seed ->
+    piece), then the stale ones."""
+    fresh, held, stale = {}, {}, []
     for p in pieces:
-        if digests.get(p.label) == p.digest:
-            fresh.setdefault(p.label, {})[p.seed] = p
+        if digests.get((p.label, p.protocol)) == p.digest and p.protocol in (None, HELD_OUT_USERS):
+            (held if p.protocol else fresh).setdefault(p.label, {})[p.seed] = p
         else:
             stale.append(p)
-    return fresh, stale
+    return fresh, held, stale
 
 
 def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
-             n_boot: int | None = None) -> dict:
+             n_boot: int | None = None, held: dict[str, dict[int, Piece]] | None = None) -> dict:
     """Records, bootstraps against TIGER-mini (on the seeds both have), validation -> test gaps, cost ratios, and
     NDCG@10 by the target's training popularity and by history length (``breakdown``, Popularity included). The
-    results files are written once, when every row is in."""
+    results files are written once, when every row is in. ``held``: pieces whose checkpoint was chosen on held-out
+    users (``HELD_OUT_USERS``), recorded under that protocol and compared with the same model chosen the usual way
+    (``summary["held_out"]``)."""
     with table.writing_once():
-        return _assemble(fresh, table, split, profile, n_boot)
+        summary = _assemble(fresh, table, split, profile, n_boot or profile.n_boot)
+        summary["held_out"] = {label: _record_model(label, by_seed, held, table, split.dataset.name, profile,
+                                                    n_boot or profile.n_boot, usual=fresh.get(label))
+                               for label, by_seed in (held or {}).items()}
+        return summary
+
+
+def _record_model(label: str, by_seed: dict[int, Piece], pieces: dict[str, dict[int, Piece]], table: ResultsTable,
+                  dataset: str, profile: Profile, n_boot: int, usual: dict[int, Piece] | None = None) -> dict:
+    """One model's test rows, validation -> test gap, paired bootstrap against TIGER-mini under the same protocol
+    (``pieces`` holds that protocol's pieces) and training cost; with ``usual``, the same model under the usual
+    protocol, compared with it."""
+    protocol = next(iter(by_seed.values())).protocol
+    seeds = sorted(by_seed)
+    chosen = [by_seed[s] for s in seeds]
+    test = [float(p.per_user["ndcg@10"].mean()) for p in chosen]
+    val = [p.meta["best_val_ndcg10"] for p in chosen]
+    table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in chosen] for m in RANKING_METRICS},
+                 profile.name, seeds=seeds, protocol=protocol,
+                 notes=f"study pieces; epochs {[p.meta['epochs'] for p in chosen]}; "
+                       f"seconds {[round(p.meta['seconds']) for p in chosen]}")
+    table.record(dataset, f"{label} validation vs test",
+                 {"val_ndcg10": val, "test_ndcg10": test,
+                  "test_over_val": [t / v if v > 0 else float("nan") for t, v in zip(test, val)]},
+                 profile.name, seeds=seeds, table="val_test", protocol=protocol)
+    out = {"seeds": seeds, "val": val, "test": test, "epochs": [p.meta["epochs"] for p in chosen],
+           "seconds_per_epoch": [p.seconds_per_epoch for p in chosen]}
+    if usual:                                   # the same model, its checkpoint chosen the usual way
+        out["vs_usual_validation"] = compare_pieces(by_seed, usual, table, dataset, profile, n_boot)
+    reference = pieces.get(REFERENCE)
+    if label == REFERENCE or not reference or not set(by_seed) & set(reference):
+        return out
+    common = sorted(set(by_seed) & set(reference))
+    out["vs_reference"] = compare_pieces(by_seed, reference, table, dataset, profile, n_boot)
+    if label == THINK_AHEAD:                    # served, not trained: its cost is latency, not epochs
+        return out
+    ratio = [by_seed[s].seconds_per_epoch / reference[s].seconds_per_epoch for s in common]
+    table.record(dataset, f"{label} training cost vs {REFERENCE} (study pieces)", {"epoch_seconds_ratio": ratio},
+                 profile.name, seeds=common, table="speed", protocol=protocol)
+    out.update(epoch_seconds_ratio=ratio, common_seeds=common)
+    return out
 
 
 def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
-              n_boot: int | None) -> dict:
+              n_boot: int) -> dict:
     dataset = split.dataset.name
-    n_boot = n_boot or profile.n_boot
-    summary = {}
-    for label, by_seed in fresh.items():
-        seeds = sorted(by_seed)
-        pieces = [by_seed[s] for s in seeds]
-        test = [float(p.per_user["ndcg@10"].mean()) for p in pieces]
-        val = [p.meta["best_val_ndcg10"] for p in pieces]
-        table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in pieces] for m in RANKING_METRICS},
-                     profile.name, seeds=seeds,
-                     notes=f"study pieces; epochs {[p.meta['epochs'] for p in pieces]}; "
-                           f"seconds {[round(p.meta['seconds']) for p in pieces]}")
-        table.record(dataset, f"{label} validation vs test",
-                     {"val_ndcg10": val, "test_ndcg10": test,
-                      "test_over_val": [t / v if v > 0 else float("nan") for t, v in zip(test, val)]},
-                     profile.name, seeds=seeds, table="val_test")
-        summary[label] = {"seeds": seeds, "val": val, "test": test, "epochs": [p.meta["epochs"] for p in pieces],
-                          "seconds_per_epoch": [p.seconds_per_epoch for p in pieces]}
-    for label, by_seed in fresh.items():
-        protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
-        reference = REFERENCE + protocol
-        if protocol and label[:-len(HELD_OUT)] in fresh:       # the same model, its checkpoint chosen the usual way
-            summary[label]["vs_usual_validation"] = compare_pieces(by_seed, fresh[label[:-len(HELD_OUT)]], table,
-                                                                   dataset, profile, n_boot)
-        if label == reference or reference not in fresh:
-            continue
-        common = sorted(set(by_seed) & set(fresh[reference]))
-        if not common:
-            continue
-        summary[label]["vs_reference"] = compare_pieces(by_seed, fresh[reference], table, dataset, profile, n_boot)
-        if label == THINK_AHEAD:                    # served, not trained: its cost is latency, not epochs
-            continue
-        ratio = [by_seed[s].seconds_per_epoch / fresh[reference][s].seconds_per_epoch for s in common]
-        table.record(dataset, f"{label} training cost vs {reference} (study pieces)",
-                     {"epoch_seconds_ratio": ratio}, profile.name, seeds=common, table="speed")
-        summary[label]["epoch_seconds_ratio"] = ratio
-        summary[label]["common_seeds"] = common
+    summary = {label: _record_model(label, by_seed, fresh, table, dataset, profile, n_boot)
+               for label, by_seed in fresh.items()}
     for a, b in STEPS:
         if a in fresh and b in fresh and set(fresh[a]) & set(fresh[b]):
             summary[a].setdefault("vs_steps", {})[b] = compare_pieces(fresh[a], fresh[b], table, dataset, profile,
@@ -279,8 +294,8 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
     chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
     aside = [*rl_candidates(profile), *RECIPE_CHANGES]    # GRPO's candidates and the diagnostics stay out of it
     forget_groups(table, dataset, profile, aside)
-    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if not k.endswith(HELD_OUT)
-                                       and (k not in S2GR_SETTINGS or k == chosen) and k not in aside},
+    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items()
+                                       if (k not in S2GR_SETTINGS or k == chosen) and k not in aside},
                                       table, split, profile, n_boot)
     return summary
 
@@ -303,7 +318,7 @@ def stage_curves(fresh: dict[str, dict[int, Piece]], labels: tuple[str, ...] = (
 
 
 def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile) -> dict:
-    """Issue 16's two Think-Ahead targets, seed by seed: the online half's latency over the fast model's, and the
+    """Think-Ahead's two serving targets, seed by seed: the online half's latency over the fast model's, and the
     share of the reasoning model's NDCG@10 gain over the fast model that Think-Ahead keeps (NaN without a gain)."""
     served = fresh[THINK_AHEAD]
     seeds = sorted(served)
@@ -354,12 +369,13 @@ def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: 
         signal = {key: [epoch_mean(fresh[n][s], key) for s in common] for key in ("reward", "flat_groups")}
         table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common], **signal},
                      profile.name, seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
-    by_seed = {s: replace(fresh[chosen][s], label=RL_CHOSEN) for s in common}
+    by_seed = {s: fresh[chosen][s] for s in common}
     table.record(dataset, RL_CHOSEN, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
                                       for m in RANKING_METRICS}, profile.name, seeds=common,
                  notes=f"{chosen}: chosen among {names} on mean validation NDCG@10 over seeds {common}"
                        + ("; provisional: candidates or seeds missing" if provisional else ""))
-    versus = compare_pieces(by_seed, fresh[REASON], table, dataset, profile, n_boot) if REASON in fresh else {}
+    versus = compare_pieces(by_seed, fresh[REASON], table, dataset, profile, n_boot, name_a=RL_CHOSEN) \
+        if REASON in fresh else {}
     return {"chosen": chosen, "candidates": val, "seeds": common, "provisional": provisional, "vs_reason": versus}
 
 
@@ -439,8 +455,7 @@ def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset
                  profile.name, seeds=list(by_seed), table="s2gr_choice", notes="a candidate")
     versus = {}
     if REFERENCE in fresh:
-        renamed = {s: replace(p, label=label) for s, p in by_seed.items()}
-        versus = compare_pieces(renamed, fresh[REFERENCE], table, dataset, profile, n_boot)
+        versus = compare_pieces(by_seed, fresh[REFERENCE], table, dataset, profile, n_boot, name_a=label)
     return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus,
             "provisional": provisional, "margin": margin["sd"]}
 
@@ -457,8 +472,7 @@ def _forget_earlier_choice(table: ResultsTable, dataset: str, profile: Profile, 
 def forget_groups(table: ResultsTable, dataset: str, profile: Profile, names) -> None:
     """Drop the popularity and history breakdown rows (and their intervals) of ``names``."""
     for name in ("by_popularity", "by_history"):
-        table.forget(dataset, profile.name, [r["method"] for r in table.records if r["table"] == name and any(
-            r["method"].startswith(f"{n} [") for n in names)], table=name)
+        table.forget(dataset, profile.name, names, table=name)
 
 
 def chosen_label(setting: str) -> str:
@@ -529,19 +543,18 @@ def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"
 
     rows = []
     for c in table.comparisons:
-        model, _, group = c["a"].rpartition(" [")
-        if (c["dataset"], c["profile"]) == (dataset, profile) and c["b"] == f"{REFERENCE} [{group}":
-            rows.append({"model": model, "group": group.rstrip("]"), "users": c["n_users"], "diff": c["diff"],
+        if (c["dataset"], c["profile"], c["b"]) == (dataset, profile, REFERENCE) and c.get("group"):
+            rows.append({"model": c["a"], "group": c["group"], "users": c["n_users"], "diff": c["diff"],
                          "low": c["ci95"][0], "high": c["ci95"][1],
                          "verdict": direction(c["diff"], c["significant"])})
     return pd.DataFrame(rows, columns=["model", "group", "users", "diff", "low", "high", "verdict"])
 
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
-                   n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> dict:
+                   n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10"), name_a: str | None = None) -> dict:
     """Paired bootstraps of ``a`` against ``b`` over the seeds both have (two levels: seeds, then users within each
     seed), on the test users both were evaluated on (a held-out-user validation leaves its validation users out of
-    the test)."""
+    the test); recorded under ``name_a`` (default: ``a``'s label) and each side's protocol."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {}
@@ -552,7 +565,9 @@ def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable
         mine = np.stack([a[s].per_user[m][in_a] for s in seeds])            # (seeds, users)
         theirs = np.stack([b[s].per_user[m][in_b] for s in seeds])
         res = paired_bootstrap(mine, theirs, m, n_boot=n_boot)
-        table.compare(dataset, a[seeds[0]].label, b[seeds[0]].label, res, profile.name)
+        first_a, first_b = a[seeds[0]], b[seeds[0]]
+        table.compare(dataset, name_a or first_a.label, first_b.label, res, profile.name,
+                      protocol_a=first_a.protocol, protocol_b=first_b.protocol)
         out[m] = res
     return out
 
@@ -589,11 +604,11 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
                 values = [float(fresh[row.model][s].per_user["ndcg@10"][keep].mean()) for s in own]
             else:
                 own, values = [0], [row.mean]
-            table.record(split.dataset.name, f"{row.model} [{row.group}]", {"ndcg@10": values}, profile.name,
-                         seeds=own, table=name, notes=f"{row.users} users")
+            table.record(split.dataset.name, row.model, {"ndcg@10": values}, profile.name, seeds=own, table=name,
+                         notes=f"{row.users} users", group=row.group)
             if (row.group, row.model) in frame.attrs["bootstrap"]:     # the paired interval inside the group
-                table.compare(split.dataset.name, f"{row.model} [{row.group}]", f"{REFERENCE} [{row.group}]",
-                              frame.attrs["bootstrap"][row.group, row.model], profile.name)
+                table.compare(split.dataset.name, row.model, REFERENCE,
+                              frame.attrs["bootstrap"][row.group, row.model], profile.name, group=row.group)
         frames[name] = frame
     return {"seeds": seeds, **frames}
 
@@ -653,26 +668,27 @@ def main(argv=None) -> None:
             if label == THINK_AHEAD:
                 piece = think_ahead_piece(specs, split, profile, seed)
             else:
-                spec = specs[label] if held is None else specs[label].variant(label + HELD_OUT)
-                piece = train_piece(spec, held or split, piece_profile(label, profile), seed)
+                piece = train_piece(specs[label], held or split, piece_profile(label, profile), seed,
+                                    protocol=HELD_OUT_USERS if held is not None else None)
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
     if args.assemble:
         pieces = load_pieces(args.dataset)
         if args.trust_recorded_digests:
             print("assembling every piece as recorded: fingerprints not recomputed (--trust-recorded-digests)")
-            digests = {p.label: p.digest for p in pieces}
+            digests = {(p.label, p.protocol): p.digest for p in pieces}
         else:
-            digests = {label: digest(fingerprint(spec, split, piece_profile(label, profile)))
+            digests = {(label, None): digest(fingerprint(spec, split, piece_profile(label, profile)))
                        for label, spec in specs.items()}
             held = mdata.hold_out_users(split, args.held_out_users or 0.1)
-            digests.update({label + HELD_OUT: digest(fingerprint(spec, held, piece_profile(label, profile)))
+            digests.update({(label, HELD_OUT_USERS): digest(fingerprint(spec, held, piece_profile(label, profile)))
                             for label, spec in specs.items()})
-            digests[THINK_AHEAD] = think_ahead_digest(specs, split, profile)
-        fresh, stale = current_pieces(pieces, digests)
+            digests[THINK_AHEAD, None] = think_ahead_digest(specs, split, profile)
+        fresh, held_out, stale = current_pieces(pieces, digests)
         for p in stale:
-            print(f"stale piece set aside: {p.label} seed {p.seed} (commit {p.meta.get('commit')}): other settings")
-        summary = assemble(fresh, ResultsTable(), split, profile)
+            print(f"stale piece set aside: {display_name({'method': p.label, 'protocol': p.protocol})} seed {p.seed} "
+                  f"(commit {p.meta.get('commit')}): other settings")
+        summary = assemble(fresh, ResultsTable(), split, profile, held=held_out)
         for name, fig in (("onerec_stage_curves", stage_curves(fresh)),
                           ("grpo_curves", stage_curves(fresh, tuple(rl_candidates(profile)), GRPO_SIGNAL))):
             if fig is not None:
@@ -680,13 +696,15 @@ def main(argv=None) -> None:
         found = summary.pop("breakdown")
         choice = summary.pop("choice")
         rl_choice = summary.pop("rl_choice")
-        for label, s in summary.items():
-            print(label, {k: v for k, v in s.items() if not k.startswith("vs_")})
-            protocol = HELD_OUT if label.endswith(HELD_OUT) else ""
-            others = {"vs_reference": REFERENCE + protocol, "vs_usual_validation": label[:-len(HELD_OUT)]}
+        rows = [(label, HELD_OUT_USERS, s) for label, s in summary.pop("held_out").items()]
+        for label, protocol, s in [(label, None, s) for label, s in summary.items()] + rows:
+            name = display_name({"method": label, "protocol": protocol})
+            print(name, {k: v for k, v in s.items() if not k.startswith("vs_")})
+            others = {"vs_reference": display_name({"method": REFERENCE, "protocol": protocol}),
+                      "vs_usual_validation": label}
             for key, other in others.items():
                 for res in s.get(key, {}).values():
-                    print("  ", res.verdict(label, other))
+                    print("  ", res.verdict(name, other))
             for other, results in s.get("vs_steps", {}).items():
                 for res in results.values():
                     print("  ", res.verdict(label, other))
