@@ -374,7 +374,8 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     assert (study.THINK_AHEAD, study.REASON) in {(c["a"], c["b"]) for c in table.comparisons}
 
 
-def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candidate_has(setup, tmp_path):
+def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candidate_has(setup, tmp_path, synthetic,
+                                                                                         synthetic_sids):
     from minirec.experiments import study
     from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
@@ -389,12 +390,18 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
 
     (beam, beam_slow, rank, *_) = study.rl_candidates(profile)
     assert study.rl_candidates(profile)[beam_slow] == ("beam", 1e-5) and len(study.rl_candidates(profile)) == 6
-    assert study.piece_profile(beam_slow, profile).recipe("rl").lr == 1e-5
-    assert study.piece_profile(study.REASON, profile) is profile
+    from minirec.experiments.specs import SpecCatalogue
+    book = SpecCatalogue(synthetic, profile, synthetic_sids)
+    assert book.grpo(beam_slow).trained_under(profile).recipe("rl").lr == 1e-5
+    assert book.grpo(beam_slow).recipe == {"rl": {"lr": 1e-5}} and book.onerec().reason.trained_under(profile) is profile
     full = get_profile("study")                  # its alignment stage cuts the lr on plateaus; the diagnostic does not
-    cosine = study.piece_profile(study.ALIGN_COSINE, full)
+    cosine = SpecCatalogue(synthetic, full, synthetic_sids).align_cosine().trained_under(full)
     assert full.recipe("onerec").schedule == "plateau" and cosine.recipe("onerec").schedule == "cosine"
     assert cosine.recipe("warmup") == full.recipe("warmup")     # the warm-up it starts from is the headline's
+    # a later stage starts with no recipe change of its own; a variant keeps its spec's and adds to them
+    assert SpecCatalogue(synthetic, full, synthetic_sids).align_cosine().then("after", stage="reason").recipe == {}
+    both = book.grpo(beam_slow).variant("x", recipe={"rl": {"batch_size": 2}})
+    assert both.recipe == {"rl": {"lr": 1e-5, "batch_size": 2}}
     labels = list(study.rl_candidates(profile))
     assert study.expand_models(["OneRec-RL-rank", "SASRec"], profile) == [labels[2], labels[3], "SASRec"]
     assert study.expand_models(["OneRec-RL"], profile) == labels
@@ -531,28 +538,26 @@ def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_l
 
     profile = get_profile("smoke")
     split = leave_one_out(synthetic)
-    book = catalogue.Catalogue(synthetic, profile, synthetic_sids)
+    book = catalogue.SpecCatalogue(synthetic, profile, synthetic_sids)
     grpo_sizes = {name: int(re.search(rf"^{name} = (\d+)", _notebook_code("09"), re.M)[1])
                   for name in ("group_size", "rl_beam", "rl_prompts")}
     chain = book.onerec()
     notebook_specs = {spec.label: spec for spec in [
         book.sasrec_first(split), book.tiger(), book.item_id_tiger(catalogue.ITEM_ID_TIGER_PIECE),
         *(book.s2gr(name) for name in (catalogue.S2GR, *catalogue.S2GR_SETTINGS)),
-        chain.base, chain.align, chain.reason, book.align_cosine()[0],
-        *(book.grpo(label, **grpo_sizes)[0] for label in book.grpo_candidates())]}
+        chain.base, chain.align, chain.reason, book.align_cosine(),
+        *(book.grpo(label, **grpo_sizes) for label in book.grpo_candidates())]}
     studied = study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids)
     assert set(studied) == set(notebook_specs)
     for label, spec in studied.items():
-        ours = book.profile_for(label)
-        assert fingerprint(spec, split, study.piece_profile(label, profile)) == \
-            fingerprint(notebook_specs[label], split, ours), label
-    # the diagnostic and the GRPO candidates train under their own recipe, and that recipe is in the fingerprint
-    full = catalogue.Catalogue(synthetic, get_profile("study"), synthetic_sids)
-    cosine, align = (fingerprint(spec, split, full.profile_for(spec.label))
-                     for spec in (full.align_cosine()[0], full.onerec().align))
+        assert fingerprint(spec, split, profile) == fingerprint(notebook_specs[label], split, profile), label
+    # the diagnostic and the GRPO candidates carry their own recipe, and that recipe is in the fingerprint
+    study_profile = get_profile("study")
+    full = catalogue.SpecCatalogue(synthetic, study_profile, synthetic_sids)
+    cosine, align = (fingerprint(spec, split, study_profile) for spec in (full.align_cosine(), full.onerec().align))
     assert cosine["recipe"]["schedule"] == "cosine" != align["recipe"]["schedule"]
     slow = catalogue.grpo_label("beam", 1e-5)
-    assert fingerprint(full.grpo(slow)[0], split, full.profile_for(slow))["recipe"]["lr"] == 1e-5
+    assert fingerprint(full.grpo(slow), split, study_profile)["recipe"]["lr"] == 1e-5
 
 
 def test_notebooks_build_no_shared_spec_themselves():
@@ -563,7 +568,7 @@ def test_notebooks_build_no_shared_spec_themselves():
     from minirec.experiments.pipeline import notebooks
 
     labels = {v for k, v in vars(catalogue).items() if k.isupper() and isinstance(v, str)}
-    labels |= set(catalogue.S2GR_SETTINGS) | set(catalogue.Catalogue(None, get_profile("study")).grpo_candidates())
+    labels |= set(catalogue.S2GR_SETTINGS) | set(catalogue.SpecCatalogue(None, get_profile("study")).grpo_candidates())
     for path in notebooks():
         code = _notebook_code(path.name.split("_")[0])
         assert "RunSpec(" not in code, f"{path.name} builds a RunSpec; take it from minirec.experiments.specs"

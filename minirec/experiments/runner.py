@@ -36,7 +36,7 @@ from minirec.artifacts import runs_dir as default_runs_dir
 from minirec.data.dataset import LeaveOneOutSplit
 from minirec.experiments.results import RANKING_METRICS, ResultsTable
 from minirec.metrics import evaluate
-from minirec.profiles import Profile, seed_everything
+from minirec.profiles import Profile, seed_everything, with_recipe
 from minirec.training import FitResult, fit, load_fit, log_checkpoint
 
 
@@ -51,6 +51,8 @@ class RunSpec:
     texts: Sequence[str] = ()           # item texts, for the from-scratch tokeniser of the Qwen3 presets
     seeds: tuple[int, ...] = (0,)
     parent: "RunSpec | None" = None     # a staged method: this stage starts from the parent's checkpoint
+    recipe: dict = field(default_factory=dict)  # recipe family -> Recipe fields this run changes (a diagnostic's
+                                                # schedule, a GRPO candidate's learning rate); part of the fingerprint
 
     def build(self):
         """A fresh, untrained module."""
@@ -59,12 +61,22 @@ class RunSpec:
         return self.model(self.config, self.sid_table, list(self.texts))
 
     def variant(self, label: str, sid_table: Any = None, seeds: tuple[int, ...] | None = None,
-                parent: "RunSpec | None" = None, **config_changes) -> "RunSpec":
-        """The same experiment with another label and some config fields, SID table, seeds or parent changed."""
+                parent: "RunSpec | None" = None, recipe: dict | None = None, **config_changes) -> "RunSpec":
+        """The same experiment with another label and some config fields, SID table, seeds, parent or recipe changes
+        (``recipe``: family -> Recipe fields, added to the ones this spec has)."""
+        changes = dict(self.recipe)
+        for family, fields_ in (recipe or {}).items():
+            changes[family] = {**changes.get(family, {}), **fields_}
         return replace(self, label=label, config=replace(self.config, **config_changes),
                        sid_table=self.sid_table if sid_table is None else sid_table,
                        seeds=self.seeds if seeds is None else tuple(seeds),
-                       parent=self.parent if parent is None else parent)
+                       parent=self.parent if parent is None else parent, recipe=changes)
+
+    def trained_under(self, profile: Profile) -> Profile:
+        """The profile this spec trains under: ``profile``, with this spec's recipe changes."""
+        for family, changes in self.recipe.items():
+            profile = with_recipe(profile, family, **changes)
+        return profile
 
     def with_seeds(self, seeds) -> "RunSpec":
         """The same experiment with other seeds (the seeds are not part of what a checkpoint is made with)."""
@@ -82,7 +94,7 @@ class RunSpec:
         else:
             config = model.config_class(**{**{f.name: getattr(self.config, f.name) for f in fields(self.config)},
                                            **config_changes})
-        return replace(self, label=label, model=model, config=config, parent=self)
+        return replace(self, label=label, model=model, config=config, parent=self, recipe={})
 
     @property
     def window(self) -> int:
@@ -97,7 +109,7 @@ def fingerprint(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile) -> dic
         "dataset": split.dataset.name,
         "model": spec.model.__name__,
         "config": asdict(spec.config),
-        "recipe": asdict(profile.recipe(family)),
+        "recipe": asdict(spec.trained_under(profile).recipe(family)),
         "precision": profile.precision,
         "sid_table": spec.sid_table.fingerprint() if spec.sid_table is not None else None,
         "texts": _text_digest(spec.texts),        # what a from-scratch tokeniser learns its vocabulary from
@@ -212,7 +224,8 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     if start is not None:
         module.load_state_dict(start.state_dict())
     datamodule = module.make_datamodule(split, seed)
-    result = fit(module, datamodule, profile, folder, meta={"label": spec.label, "fingerprint": fp})
+    result = fit(module, datamodule, spec.trained_under(profile), folder,
+                 meta={"label": spec.label, "fingerprint": fp})
     log_checkpoint(log_name, seed, result.seconds, trained=True)
     return result
 

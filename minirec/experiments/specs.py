@@ -1,11 +1,11 @@
 """The catalogue of experiments: every run that the course notebooks and the study both train, built once.
 
 A ``RunSpec`` says what is trained (label, model class, architecture config, SID table); a profile says how. A
-notebook and the study get a spec from the same ``Catalogue`` method, so they train the same thing: the same
+notebook and the study get a spec from the same ``SpecCatalogue`` method, so they train the same thing: the same
 fingerprint, hence the same checkpoint folder (``runner.checkpoint_dir``). Labels are the constants below; nothing
 else spells them::
 
-    specs = Catalogue(ds, get_profile("course"))
+    specs = SpecCatalogue(ds, get_profile("course"))
     tiger, s2gr = specs.tiger(), specs.s2gr()
     chain = specs.onerec()                  # Base -> warm-up -> alignment -> reasoning, each from the one before
     runs = run(chain.reason, split, profile)
@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import NamedTuple
 
 from minirec.experiments.runner import RunSpec
-from minirec.profiles import Profile, with_recipe
+from minirec.profiles import Profile
 
 # ----------------------------------------------------------------------------- labels
 SASREC = "SASRec"                                   # notebook 02: the setting chosen on validation over the grid
@@ -44,7 +44,8 @@ S2GR_SETTINGS = {
     "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
 }
 
-# diagnostics that train under another recipe than their family's: label -> (recipe family, recipe changes)
+# diagnostics that train under another recipe than their family's: label -> (recipe family, recipe changes), carried
+# by the spec (``RunSpec.recipe``) and so part of its fingerprint
 RECIPE_CHANGES = {ALIGN_COSINE: ("onerec", dict(schedule="cosine"))}
 
 
@@ -61,7 +62,7 @@ class OneRecChain(NamedTuple):
 
 
 @dataclass
-class Catalogue:
+class SpecCatalogue:
     """Every shared spec, built from a dataset and a profile (its architecture overrides, its SID table, its seeds).
 
     ``sids``: a SID table to use instead of the profile's (``Profile.sids``, built or loaded on first use)."""
@@ -126,10 +127,9 @@ class Catalogue:
         align = warmup.then(ALIGN, stage="align")
         return OneRecChain(base, warmup, align, align.then(REASON, stage="reason"))
 
-    def align_cosine(self) -> tuple[RunSpec, Profile]:
-        """A diagnostic: the alignment stage under the cosine schedule (no plateau cuts), and the profile it trains
-        under."""
-        return self.onerec().align.variant(ALIGN_COSINE), self.profile_for(ALIGN_COSINE)
+    def align_cosine(self) -> RunSpec:
+        """A diagnostic: the alignment stage under the cosine schedule (no plateau cuts)."""
+        return self.onerec().align.variant(ALIGN_COSINE, recipe=dict([RECIPE_CHANGES[ALIGN_COSINE]]))
 
     def grpo_candidates(self) -> dict[str, tuple[str, float]]:
         """label -> (reward, learning rate) of the GRPO settings chosen among on validation: every reward at the
@@ -137,27 +137,17 @@ class Catalogue:
         from minirec.reasoning.grpo import REWARDS
         return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (self.profile.recipe("rl").lr, 1e-5)}
 
-    def grpo(self, label: str, **config_changes) -> tuple[RunSpec, Profile]:
-        """One GRPO candidate from the reasoning model, and the profile it trains under (its learning rate)."""
+    def grpo(self, label: str, **config_changes) -> RunSpec:
+        """One GRPO candidate from the reasoning model, trained at its learning rate."""
         candidates = self.grpo_candidates()
         if label not in candidates:
             raise ValueError(f"unknown GRPO setting {label!r}; choose from {sorted(candidates)}")
         from minirec.reasoning.grpo import ReasoningRL
-        reward, _ = candidates[label]
+        reward, lr = candidates[label]
         spec = self.onerec().reason.then(label, model=ReasoningRL, reward=reward, **config_changes)
-        return spec, self.profile_for(label)
+        return spec.variant(label, recipe={"rl": {"lr": lr}})
 
     def shopx(self) -> RunSpec:
         """ShopX-mini: the aligned OneRec-Think model fine-tuned to act on shopping sessions."""
         from minirec.agent.model import ShopXMini
         return self.onerec().align.then(SHOPX, ShopXMini, stage="shop", **self.profile.arch("agent"))
-
-    # ------------------------------------------------------------------------- recipes
-    def profile_for(self, label: str) -> Profile:
-        """The profile a spec trains under: the catalogue's, with a GRPO candidate's learning rate or a diagnostic's
-        recipe changes where it has them."""
-        if label in RECIPE_CHANGES:
-            family, changes = RECIPE_CHANGES[label]
-            return with_recipe(self.profile, family, **changes)
-        candidate = self.grpo_candidates().get(label)
-        return self.profile if candidate is None else with_recipe(self.profile, "rl", lr=candidate[1])

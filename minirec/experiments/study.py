@@ -40,7 +40,7 @@ from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, g
 from minirec.experiments.results import HELD_OUT_USERS, RANKING_METRICS, ResultsTable, display_name
 from minirec.experiments.runner import RunSpec, digest, fingerprint, run
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, RECIPE_CHANGES,
-                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, Catalogue)
+                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, SpecCatalogue)
 from minirec.metrics import direction, paired_bootstrap
 from minirec.profiles import Profile, get_profile
 
@@ -53,25 +53,21 @@ CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings 
 
 
 def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, RunSpec]:
-    """Every spec the study trains, from the catalogue the notebooks use (``specs.Catalogue``): SASRec at the grid's
-    first setting, TIGER-mini, item-ID TIGER, S²GR-mini and its settings, OneRec-Think's ranking stages, the
-    alignment diagnostic and every GRPO candidate. ``sid_table``: another SID table than the profile's."""
-    specs = Catalogue(ds, profile, sid_table)
+    """Every spec the study trains, from the catalogue the notebooks use (``specs.SpecCatalogue``): SASRec at the
+    grid's first setting, TIGER-mini, item-ID TIGER, S²GR-mini and its settings, OneRec-Think's ranking stages, the
+    alignment diagnostic and every GRPO candidate (each carrying its own recipe changes). ``sid_table``: another SID
+    table than the profile's."""
+    specs = SpecCatalogue(ds, profile, sid_table)
     chain = specs.onerec()
     out = [specs.sasrec_first(split), specs.tiger(), specs.item_id_tiger(ITEM_ID_TIGER_PIECE),
            *(specs.s2gr(name) for name in (S2GR, *S2GR_SETTINGS)), chain.base, chain.align, chain.reason,
-           specs.align_cosine()[0], *(specs.grpo(label)[0] for label in specs.grpo_candidates())]
+           specs.align_cosine(), *(specs.grpo(label) for label in specs.grpo_candidates())]
     return {spec.label: spec for spec in out}
 
 
 def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
-    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (``Catalogue``)."""
-    return Catalogue(None, profile).grpo_candidates()
-
-
-def piece_profile(label: str, profile: Profile) -> Profile:
-    """The profile a piece trains under (``Catalogue.profile_for``), whatever protocol chose its checkpoint."""
-    return Catalogue(None, profile).profile_for(label)
+    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (``SpecCatalogue``)."""
+    return SpecCatalogue(None, profile).grpo_candidates()
 
 
 # short names for the command line
@@ -230,10 +226,11 @@ def assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pro
     results files are written once, when every row is in. ``held``: pieces whose checkpoint was chosen on held-out
     users (``HELD_OUT_USERS``), recorded under that protocol and compared with the same model chosen the usual way
     (``summary["held_out"]``)."""
+    n_boot = n_boot or profile.n_boot
     with table.writing_once():
-        summary = _assemble(fresh, table, split, profile, n_boot or profile.n_boot)
-        summary["held_out"] = {label: _record_model(label, by_seed, held, table, split.dataset.name, profile,
-                                                    n_boot or profile.n_boot, usual=fresh.get(label))
+        summary = _assemble(fresh, table, split, profile, n_boot)
+        summary["held_out"] = {label: _record_model(label, by_seed, held, table, split.dataset.name, profile, n_boot,
+                                                    usual=fresh.get(label))
                                for label, by_seed in (held or {}).items()}
         return summary
 
@@ -260,10 +257,10 @@ def _record_model(label: str, by_seed: dict[int, Piece], pieces: dict[str, dict[
            "seconds_per_epoch": [p.seconds_per_epoch for p in chosen]}
     if usual:                                   # the same model, its checkpoint chosen the usual way
         out["vs_usual_validation"] = compare_pieces(by_seed, usual, table, dataset, profile, n_boot)
-    reference = pieces.get(REFERENCE)
-    if label == REFERENCE or not reference or not set(by_seed) & set(reference):
-        return out
+    reference = pieces.get(REFERENCE, {})
     common = sorted(set(by_seed) & set(reference))
+    if label == REFERENCE or not common:
+        return out
     out["vs_reference"] = compare_pieces(by_seed, reference, table, dataset, profile, n_boot)
     if label == THINK_AHEAD:                    # served, not trained: its cost is latency, not epochs
         return out
@@ -668,7 +665,7 @@ def main(argv=None) -> None:
             if label == THINK_AHEAD:
                 piece = think_ahead_piece(specs, split, profile, seed)
             else:
-                piece = train_piece(specs[label], held or split, piece_profile(label, profile), seed,
+                piece = train_piece(specs[label], held or split, profile, seed,
                                     protocol=HELD_OUT_USERS if held is not None else None)
             print(f"{label} seed {seed}: test NDCG@10 {piece.per_user['ndcg@10'].mean():.4f}, "
                   f"{piece.meta['epochs']} epochs, {piece.meta['seconds']:.0f} s", flush=True)
@@ -678,10 +675,9 @@ def main(argv=None) -> None:
             print("assembling every piece as recorded: fingerprints not recomputed (--trust-recorded-digests)")
             digests = {(p.label, p.protocol): p.digest for p in pieces}
         else:
-            digests = {(label, None): digest(fingerprint(spec, split, piece_profile(label, profile)))
-                       for label, spec in specs.items()}
+            digests = {(label, None): digest(fingerprint(spec, split, profile)) for label, spec in specs.items()}
             held = mdata.hold_out_users(split, args.held_out_users or 0.1)
-            digests.update({(label, HELD_OUT_USERS): digest(fingerprint(spec, held, piece_profile(label, profile)))
+            digests.update({(label, HELD_OUT_USERS): digest(fingerprint(spec, held, profile))
                             for label, spec in specs.items()})
             digests[THINK_AHEAD, None] = think_ahead_digest(specs, split, profile)
         fresh, held_out, stale = current_pieces(pieces, digests)
