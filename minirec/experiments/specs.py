@@ -65,7 +65,8 @@ class OneRecChain(NamedTuple):
 class SpecCatalogue:
     """Every shared spec, built from a dataset and a profile (its architecture overrides, its SID table, its seeds).
 
-    ``sids``: a SID table to use instead of the profile's (``Profile.sids``, built or loaded on first use)."""
+    ``sid_table``: a SID table to use instead of the profile's; ``sids`` is the one in use (the profile's
+    ``SIDConfig``, built or loaded on first use)."""
     dataset: object
     profile: Profile
     sid_table: object = None
