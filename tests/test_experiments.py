@@ -574,3 +574,16 @@ def test_notebooks_build_no_shared_spec_themselves():
         assert "RunSpec(" not in code, f"{path.name} builds a RunSpec; take it from minirec.experiments.specs"
         relabelled = [m for m in re.findall(r'\.(?:variant|then)\(\s*"([^"]+)"', code) if m in labels]
         assert not relabelled, f"{path.name} defines catalogue runs again: {relabelled}"
+
+
+def test_run_reports_which_checkpoints_it_trained_and_which_it_reused(setup, tmp_path):
+    """A staged spec trains its parent first; a second run reuses the later stage (its parent is not even loaded)."""
+    split, _, spec, profile = setup
+    second = spec.then("TIGER-mini, stage 2")
+    first = run(second, split, profile, runs_dir=tmp_path, verbose=False)
+    assert [(e.label, e.seed, e.trained) for e in first.report] == [("TIGER-mini", 0, True),
+                                                                   ("TIGER-mini, stage 2", 0, True)]
+    assert first.report[1].seconds == pytest.approx(first.fits[0].seconds)
+    again = run(second, split, profile, runs_dir=tmp_path, verbose=False)
+    assert [(e.label, e.trained) for e in again.report] == [("TIGER-mini, stage 2", False)]
+    assert again.report[0].seconds == pytest.approx(first.fits[0].seconds) and again.report[0].folder == first.report[1].folder

@@ -157,6 +157,16 @@ def why_not_reused(spec: RunSpec, fp: dict, seed: int, runs_dir: str | Path | No
     return "no checkpoint made with these settings"
 
 
+@dataclass(frozen=True)
+class CheckpointEvent:
+    """What ``run`` did with one checkpoint: trained it now, or reused one made with these very settings."""
+    label: str          # the spec (or earlier stage) it belongs to
+    seed: int
+    trained: bool       # False: reused
+    seconds: float      # the training it took, now or when it was made
+    folder: str
+
+
 @dataclass
 class SeedRuns:
     """Several seeds of one experiment: fits, validation and test metrics per seed and per user."""
@@ -166,6 +176,7 @@ class SeedRuns:
     per_seed: dict[str, list[float]]                   # test metric -> one mean per seed
     per_user: dict[str, np.ndarray]                    # test metric -> per-user value averaged over seeds
     per_user_by_seed: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    report: list[CheckpointEvent] = field(default_factory=list)   # what each seed's checkpoints cost: trained or reused
 
     @property
     def label(self) -> str:
@@ -196,8 +207,11 @@ class SeedRuns:
 
 
 def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: int, retrain: bool = False,
-                runs_dir: str | Path | None = None, verbose: bool = True) -> FitResult:
-    """One seed of ``spec``: its checkpoint made with these very settings, or a new fit (parents first)."""
+                runs_dir: str | Path | None = None, verbose: bool = True,
+                events: list[CheckpointEvent] | None = None) -> FitResult:
+    """One seed of ``spec``: its checkpoint made with these very settings, or a new fit (parents first). What
+    happened to each checkpoint is appended to ``events``."""
+    events = [] if events is None else events
     fp = fingerprint(spec, split, profile)
     folder = checkpoint_dir(spec, fp, seed, runs_dir)
     log_name = f"{fp['dataset']}/{folder.parent.name}"       # how the main job's log names this checkpoint
@@ -209,13 +223,14 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
             unreadable = f"its checkpoint was saved by an older minirec (module {err.name!r} has moved)"
         else:
             _log_reuse(spec, fp, seed, result.seconds, runs_dir)
+            events.append(CheckpointEvent(spec.label, seed, False, result.seconds, str(folder)))
             if verbose:
                 print(f"{spec.label}, seed {seed}: reusing the checkpoint made with these very settings "
                       f"({folder.parent.name})")
             return result
     start = None
     if spec.parent is not None:                          # a later stage starts where its parent ended
-        start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose).module
+        start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose, events).module
     if verbose:
         why = "retrain=True" if retrain else unreadable or why_not_reused(spec, fp, seed, runs_dir)
         print(f"{spec.label}, seed {seed}: training ({why})" + (f", from {spec.parent.label}" if start is not None else ""))
@@ -227,6 +242,7 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
     result = fit(module, datamodule, spec.trained_under(profile), folder,
                  meta={"label": spec.label, "fingerprint": fp})
     log_checkpoint(log_name, seed, result.seconds, trained=True)
+    events.append(CheckpointEvent(spec.label, seed, True, result.seconds, str(folder)))
     return result
 
 
@@ -251,9 +267,9 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
 
     ``retrain`` applies to this spec, not to its parents (their checkpoints are reused when they fit).
     """
-    fits, per_seed, per_user, by_seed = [], {}, {}, {}
+    fits, per_seed, per_user, by_seed, events = [], {}, {}, {}, []
     for seed in spec.seeds:
-        result = fit_or_load(spec, split, profile, seed, retrain, runs_dir, verbose)
+        result = fit_or_load(spec, split, profile, seed, retrain, runs_dir, verbose, events)
         with profile.autocast():                 # the test stage on the profile's device, at its precision
             scores = evaluate(result.module, split.test, device=profile.device())
         by_seed[seed] = scores
@@ -261,7 +277,7 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
             per_seed.setdefault(name, []).append(float(values.mean()))
             per_user.setdefault(name, []).append(values)
         fits.append(result)
-    return SeedRuns(spec, fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()}, by_seed)
+    return SeedRuns(spec, fits, per_seed, {k: np.mean(v, axis=0) for k, v in per_user.items()}, by_seed, events)
 
 
 def choose_on_validation(candidates: dict[Any, SeedRuns]) -> Any:

@@ -72,8 +72,8 @@ def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
 
 # short names for the command line
 ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_PIECE,
-           **dict(zip(("S2GR-noalign", "S2GR-lambda0.1", "S2GR-soft", "S2GR-soft0.5", "S2GR-normed", "S2GR-levelhidden"),
-                      S2GR_SETTINGS, strict=True)),
+           **dict(zip(("S2GR-noalign", "S2GR-lambda0.1", "S2GR-soft", "S2GR-soft0.5", "S2GR-normed",
+                       "S2GR-levelhidden"), S2GR_SETTINGS, strict=True)),
            "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD,
            "OneRec-align-cosine": ALIGN_COSINE}
 
@@ -119,7 +119,8 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     curve = [{k: row[k] for k in CURVE_KEYS if k in row} for row in fit.curves]
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
-            "curve": curve, "commit": git_commit(), "users": len(split.test), **({"protocol": protocol} if protocol else {})}
+            "curve": curve, "commit": git_commit(), "users": len(split.test),
+            **({"protocol": protocol} if protocol else {})}
     meta.update(stage_diagnostics(fit.module, split))
     piece = Piece(spec.label, int(seed), digest(fingerprint(spec, split, profile)), runs.per_user_by_seed[seed], meta,
                   np.asarray(split.test.users), protocol)
