@@ -568,7 +568,7 @@ def test_notebooks_build_no_shared_spec_themselves():
     from minirec.experiments.pipeline import notebooks
 
     labels = {v for k, v in vars(catalogue).items() if k.isupper() and isinstance(v, str)}
-    labels |= set(catalogue.S2GR_SETTINGS) | set(catalogue.SpecCatalogue(None, get_profile("study")).grpo_candidates())
+    labels |= set(catalogue.S2GR_SETTINGS) | set(catalogue.grpo_candidates(get_profile("study")))
     for path in notebooks():
         code = _notebook_code(path.name.split("_")[0])
         assert "RunSpec(" not in code, f"{path.name} builds a RunSpec; take it from minirec.experiments.specs"

@@ -97,9 +97,11 @@ class ResultsTable:
         def mine(r: dict, method: str) -> bool:
             return (r["dataset"], r["profile"]) == (dataset, profile) and method in methods
 
-        dropped = [r for r in self.records if mine(r, r["method"]) and r["table"] == table
-                   and metric in (None, r["metric"])]
-        self.records = [r for r in self.records if not any(r is d for d in dropped)]
+        def gone(r: dict) -> bool:
+            return mine(r, r["method"]) and r["table"] == table and metric in (None, r["metric"])
+
+        dropped = [r for r in self.records if gone(r)]
+        self.records = [r for r in self.records if not gone(r)]
         if metric is None:
             groups = {r.get("group") for r in dropped} | ({None} if table == "ranking" else set())
             self.comparisons = [c for c in self.comparisons if not (mine(c, c["a"]) and c.get("group") in groups)]

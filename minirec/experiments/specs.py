@@ -44,13 +44,20 @@ S2GR_SETTINGS = {
     "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
 }
 
-# diagnostics that train under another recipe than their family's: label -> (recipe family, recipe changes), carried
-# by the spec (``RunSpec.recipe``) and so part of its fingerprint
-RECIPE_CHANGES = {ALIGN_COSINE: ("onerec", dict(schedule="cosine"))}
+# diagnostics that train under another recipe than their family's: label -> the spec's recipe changes (recipe family
+# -> Recipe fields), carried by the spec (``RunSpec.recipe``) and so part of its fingerprint
+RECIPE_CHANGES = {ALIGN_COSINE: {"onerec": {"schedule": "cosine"}}}
 
 
 def grpo_label(reward: str, lr: float) -> str:
     return f"OneRec-Think + RL (GRPO, {reward} reward, lr {lr:g})"
+
+
+def grpo_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
+    """label -> (reward, learning rate) of the GRPO settings chosen among on validation: every reward at the
+    profile's ``rl`` learning rate and at the paper's 1e-5."""
+    from minirec.reasoning.grpo import REWARDS
+    return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
 
 
 class OneRecChain(NamedTuple):
@@ -130,17 +137,15 @@ class SpecCatalogue:
 
     def align_cosine(self) -> RunSpec:
         """A diagnostic: the alignment stage under the cosine schedule (no plateau cuts)."""
-        return self.onerec().align.variant(ALIGN_COSINE, recipe=dict([RECIPE_CHANGES[ALIGN_COSINE]]))
+        return self.onerec().align.variant(ALIGN_COSINE, recipe=RECIPE_CHANGES[ALIGN_COSINE])
 
     def grpo_candidates(self) -> dict[str, tuple[str, float]]:
-        """label -> (reward, learning rate) of the GRPO settings chosen among on validation: every reward at the
-        recipe's learning rate and at the paper's 1e-5."""
-        from minirec.reasoning.grpo import REWARDS
-        return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (self.profile.recipe("rl").lr, 1e-5)}
+        """The GRPO settings chosen among on validation under this catalogue's profile (``grpo_candidates``)."""
+        return grpo_candidates(self.profile)
 
     def grpo(self, label: str, **config_changes) -> RunSpec:
         """One GRPO candidate from the reasoning model, trained at its learning rate."""
-        candidates = self.grpo_candidates()
+        candidates = grpo_candidates(self.profile)
         if label not in candidates:
             raise ValueError(f"unknown GRPO setting {label!r}; choose from {sorted(candidates)}")
         from minirec.reasoning.grpo import ReasoningRL

@@ -40,7 +40,8 @@ from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, g
 from minirec.experiments.results import HELD_OUT_USERS, RANKING_METRICS, ResultsTable, display_name
 from minirec.experiments.runner import RunSpec, digest, fingerprint, run
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, RECIPE_CHANGES,
-                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, SpecCatalogue)
+                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, SpecCatalogue,
+                                      grpo_candidates as rl_candidates)
 from minirec.metrics import direction, paired_bootstrap
 from minirec.profiles import Profile, get_profile
 
@@ -63,11 +64,6 @@ def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, Run
            *(specs.s2gr(name) for name in (S2GR, *S2GR_SETTINGS)), chain.base, chain.align, chain.reason,
            specs.align_cosine(), *(specs.grpo(label) for label in specs.grpo_candidates())]
     return {spec.label: spec for spec in out}
-
-
-def rl_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
-    """label -> (reward, learning rate) of the GRPO settings chosen among on validation (``SpecCatalogue``)."""
-    return SpecCatalogue(None, profile).grpo_candidates()
 
 
 # short names for the command line
