@@ -204,7 +204,7 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
     assert comparison["b"] == "TIGER-mini" and comparison["n_users"] == len(split.test)
     assert comparison["n_seeds"] == 2, "a study comparison resamples the seeds both have, then users"
     assert summary["Other"]["common_seeds"] == [0, 1] and len(summary["Other"]["epoch_seconds_ratio"]) == 2
-    assert table.get("synthetic", "Other validation vs test", "test_over_val", "val_test", profile.name)
+    assert table.get("synthetic", "Other", "test_over_val", "val_test", profile.name)
     by_history = summary["breakdown"]["by_history"]
     assert set(by_history["model"]) == {"Popularity", "TIGER-mini", "Other"} and summary["breakdown"]["seeds"]["Other"] == [0, 1]
     long = by_history[(by_history["group"] == "long") & (by_history["model"] == "Other")]
@@ -248,10 +248,13 @@ def test_study_pieces_round_trip_and_assemble_against_tiger(setup, tmp_path):
 def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_settings(tmp_path):
     from dataclasses import replace as dc_replace
     from minirec.experiments import study
+    from minirec.experiments.specs import grids
     from minirec.metrics import paired_bootstrap
     from minirec.experiments.results import RANKING_METRICS, ResultsTable
 
     profile = dc_replace(get_profile("smoke"), seeds=(0, 1))
+    grid = grids(profile)[0]
+    assert grid.method == "S²GR-mini" and grid.against == "TIGER-mini" and len(grid.candidates) == 7
     rng = np.random.default_rng(0)
 
     def pieces(label, vals, test_level, seeds=(0, 1)):
@@ -262,26 +265,35 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     fresh = {"TIGER-mini": pieces("TIGER-mini", [0.1, 0.1], 0.2),
              "S²GR-mini": pieces("S²GR-mini", [0.10, 0.12], 0.9),            # the best test, not the best val
              "S²GR-mini (no alignment)": pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1),
+             "S²GR-mini (soft targets, τ = 0.5)": pieces("S²GR-mini (soft targets, τ = 0.5)", [0.02, 0.02], 0.1),
              "S²GR-mini, normed feedback": pieces("S²GR-mini, normed feedback", [0.5], 0.1, seeds=(0,)),
              "S²GR-mini (λ = 0.1)": pieces("S²GR-mini (λ = 0.1)", [0.05], 0.1, seeds=(0,)),
              "S²GR-mini (soft targets, τ = 0.1)": pieces("S²GR-mini (soft targets, τ = 0.1)", [0.125], 0.1, seeds=(1,))}
     table = ResultsTable(tmp_path)
-    choice = study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)
+    # the headline's own rows (recorded as a model of its own) must outlive every choice
+    table.record("synthetic", "S²GR-mini", {"ndcg@10": [0.3, 0.3]}, profile.name, seeds=[0, 1])
+    table.compare("synthetic", "S²GR-mini", "TIGER-mini", paired_bootstrap(np.ones(5), np.zeros(5), n_boot=20),
+                  profile.name)
+    choice = study.record_choice(grid, fresh, table, "synthetic", profile, n_boot=50)
     assert choice["chosen"] == "S²GR-mini (no alignment)"                     # normed feedback has one seed only
-    # the seed noise is the pooled sd of (0.10, 0.12) and (0.13, 0.13): 0.01; each one-seed setting against the leader
-    assert choice["margin"] == pytest.approx(0.01) and choice["provisional"]
+    # the seed noise pools (0.10, 0.12), (0.13, 0.13) and (0.02, 0.02); each one-seed setting against the leader
+    assert choice["margin"] == pytest.approx(np.sqrt(np.var([0.10, 0.12], ddof=1) / 3)) and choice["provisional"]
     status = {n: row["status"] for n, row in choice["candidates"].items()}
     assert status["S²GR-mini, normed feedback"].startswith("pending")         # far ahead on its seed: needs the rest
     assert status["S²GR-mini (λ = 0.1)"].startswith("screened out")           # 0.08 behind on seed 0
     assert status["S²GR-mini (soft targets, τ = 0.1)"].startswith("pending")  # 0.005 behind on seed 1: within noise
-    assert status["S²GR-mini"] == "a candidate"
-    label = "S²GR-mini (no alignment, chosen on validation)"
-    assert choice["label"] == label and choice["vs_reference"]["ndcg@10"].diff < 0
+    assert status["S²GR-mini"] == "a candidate" and status["S²GR-mini (no alignment)"] == "chosen"
+    typed = dict(variant="no alignment", chosen="validation")
+    assert choice["name"] == "S²GR-mini (no alignment, chosen on validation)"
+    assert choice["vs_against"]["ndcg@10"].diff < 0
     expected = np.mean([p.per_user["ndcg@10"].mean() for p in fresh["S²GR-mini (no alignment)"].values()])
-    assert table.get("synthetic", label, "ndcg@10", profile=profile.name)["mean"] == pytest.approx(expected)
+    assert table.get("synthetic", "S²GR-mini", "ndcg@10", profile=profile.name, **typed)["mean"] == \
+        pytest.approx(expected)
+    assert "| synthetic | S²GR-mini (no alignment, chosen on validation) | 2 |" in table.markdown()
+    assert table.get("synthetic", "S²GR-mini", "ndcg@10", profile=profile.name)["mean"] == 0.3   # untouched
     assert table.get("synthetic", "S²GR-mini", "val_ndcg10", "s2gr_choice", profile.name)["mean"] == pytest.approx(0.11)
     frame, tiger, seed_sd = study.recorded_choice(table, "synthetic", profile.name)
-    assert seed_sd == pytest.approx(0.01) and frame.loc["S²GR-mini (no alignment)", "vs chosen"] == 0
+    assert seed_sd == pytest.approx(choice["margin"]) and frame.loc["S²GR-mini (no alignment)", "vs chosen"] == 0
     assert frame.loc["S²GR-mini", "vs chosen"] == pytest.approx(-0.02)            # (0.10 - 0.13 + 0.12 - 0.13) / 2
     assert frame.loc["S²GR-mini (λ = 0.1)", "vs chosen"] == pytest.approx(-0.08)  # on the one seed it has
     assert tiger is None and frame.loc["S²GR-mini (no alignment)", "test NDCG@10"] == pytest.approx(expected)
@@ -290,26 +302,43 @@ def test_study_chooses_the_s2gr_setting_on_validation_and_screens_one_seed_setti
     assert study.recorded_choice(ResultsTable(tmp_path / "empty"), "synthetic")[0].empty
     for name in ("S²GR-mini, normed feedback", "S²GR-mini (soft targets, τ = 0.1)"):   # no setting left pending
         del fresh[name]
-    assert not study.choose_s2gr(fresh, ResultsTable(tmp_path / "c"), "synthetic", profile, 50)["provisional"]
-    del fresh["S²GR-mini (no alignment)"]
-    assert study.choose_s2gr(fresh, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
+    later = study.record_choice(grid, fresh, ResultsTable(tmp_path / "c"), "synthetic", profile, 50)
+    assert later["provisional"] and later["candidates"].keys() < set(grid.candidates)   # two were never trained
+    for name in set(grid.candidates) - set(fresh):
+        fresh[name] = pieces(name, [0.01, 0.01], 0.1)
+    assert not study.record_choice(grid, fresh, ResultsTable(tmp_path / "d"), "synthetic", profile, 50)["provisional"]
+    one_seed = {"S²GR-mini (λ = 0.1)": fresh["S²GR-mini (λ = 0.1)"]}                  # nothing complete: no choice
+    assert study.record_choice(grid, one_seed, ResultsTable(tmp_path / "b"), "synthetic", profile, 50)["chosen"] is None
 
     # a later round changes the choice: what the earlier choice wrote leaves the table, and only the new one has rows
     table.record("synthetic", "S²GR-mini (no alignment)", {"ndcg@10": [0.1]}, profile.name, seeds=[0],
                  table="by_popularity", group="tail")
     table.compare("synthetic", "S²GR-mini (no alignment)", "TIGER-mini",
                   paired_bootstrap(np.ones(5), np.zeros(5), n_boot=20), profile.name, group="tail")
-    fresh["S²GR-mini (no alignment)"] = pieces("S²GR-mini (no alignment)", [0.13, 0.13], 0.1)
     fresh["S²GR-mini (λ = 0.1)"] = pieces("S²GR-mini (λ = 0.1)", [0.2, 0.2], 0.1)
-    assert study.choose_s2gr(fresh, table, "synthetic", profile, n_boot=50)["chosen"] == "S²GR-mini (λ = 0.1)"
-    assert table.get("synthetic", label, "ndcg@10", profile=profile.name) is None
-    assert not [c for c in table.comparisons if c["a"] == label]
+    assert study.record_choice(grid, fresh, table, "synthetic", profile, n_boot=50)["chosen"] == "S²GR-mini (λ = 0.1)"
+    assert table.get("synthetic", "S²GR-mini", "ndcg@10", profile=profile.name, **typed) is None
+    assert not [c for c in table.comparisons if c.get("variant_a") == "no alignment"]
     assert table.get("synthetic", "S²GR-mini (no alignment)", "ndcg@10", "by_popularity", profile.name,
                      group="tail") is None
     assert not [c for c in table.comparisons if c["a"] == "S²GR-mini (no alignment)"]
     frame = study.recorded_choice(table, "synthetic", profile.name).frame
     assert frame.index[frame["test NDCG@10"].notna()].tolist() == ["S²GR-mini (λ = 0.1)"]
-    assert table.get("synthetic", "S²GR-mini (λ = 0.1, chosen on validation)", "ndcg@10", profile=profile.name)
+    assert table.get("synthetic", "S²GR-mini", "ndcg@10", profile=profile.name, variant="λ = 0.1", chosen="validation")
+    headline = [c for c in table.comparisons if c["a"] == "S²GR-mini" and not c.get("chosen_a")]
+    assert len(headline) == 1 and table.get("synthetic", "S²GR-mini", "ndcg@10", profile=profile.name)["mean"] == 0.3
+
+
+def test_one_choice_rule_serves_notebooks_and_the_study():
+    from minirec.experiments.choice import MISSING, choose
+
+    val = {"a": {0: 0.2, 1: 0.4}, "b": {0: 0.3, 1: 0.2}, "c": {0: 0.9}}
+    decided = choose(val, seeds=(0, 1), candidates=["a", "b", "c", "d"])
+    assert decided.chosen == "a" and decided.val == {"a": pytest.approx(0.3), "b": pytest.approx(0.25),
+                                                     "c": pytest.approx(0.9)}
+    assert decided.status["c"].startswith("pending") and decided.status["d"] == MISSING and decided.provisional
+    assert choose(val, seeds=(0,)).chosen == "c"                    # on seed 0 alone every candidate is complete
+    assert choose({"x": {0: 0.1}, "y": {0: 0.1}}).chosen == "x"     # ties go to the first
 
 
 def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_diagnostics(setup, tmp_path):
@@ -411,20 +440,25 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
     fresh[beam_slow][0].meta["curve"] = [{"epoch": 0, "val_ndcg10": 0.2, "reward": 0.1, "flat_groups": 0.75},
                                          {"epoch": 1, "val_ndcg10": 0.3, "reward": 0.3, "flat_groups": 0.25}]
     table = ResultsTable(tmp_path)
-    choice = study.choose_rl(fresh, table, "synthetic", profile, n_boot=50)
-    assert choice["chosen"] == beam_slow and choice["seeds"] == [0] and choice["provisional"]
-    row = table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name)
+    from minirec.experiments.specs import grids
+    grid = grids(profile)[1]
+    choice = study.record_choice(grid, fresh, table, "synthetic", profile, n_boot=50)
+    assert choice["chosen"] == beam_slow and choice["seeds"] == [0] and choice["provisional"]   # 3 never trained
+    assert choice["name"] == "OneRec-Think + RL (GRPO, beam reward, lr 1e-05, chosen on validation)"
+    typed = dict(variant="GRPO, beam reward, lr 1e-05", chosen="validation")
+    row = table.get("synthetic", study.RL, "ndcg@10", profile=profile.name, **typed)
     assert row["seeds"] == [0] and row["mean"] == pytest.approx(fresh[beam_slow][0].per_user["ndcg@10"].mean())
-    assert choice["vs_reason"]["ndcg@10"].diff == pytest.approx(
+    assert choice["vs_against"]["ndcg@10"].diff == pytest.approx(
         fresh[beam_slow][0].per_user["ndcg@10"].mean() - fresh[study.REASON][0].per_user["ndcg@10"].mean())
-    assert [c["b"] for c in table.comparisons if c["a"] == study.RL_CHOSEN] == [study.REASON] * 2
+    assert [c["b"] for c in table.comparisons if c["a"] == study.RL] == [study.REASON] * 2
     assert table.get("synthetic", beam, "val_ndcg10", "rl_choice", profile.name)["mean"] == pytest.approx(0.1)
     # GRPO's training signal beside the choice: epoch means of the reward and of the all-equal groups' share
     assert table.get("synthetic", beam_slow, "flat_groups", "rl_choice", profile.name)["mean"] == pytest.approx(0.5)
     assert table.get("synthetic", beam_slow, "reward", "rl_choice", profile.name)["mean"] == pytest.approx(0.2)
     assert np.isnan(table.get("synthetic", rank, "reward", "rl_choice", profile.name)["mean"])   # no curve kept
-    assert study.choose_rl({study.REASON: fresh[study.REASON]}, table, "synthetic", profile, 50)["chosen"] is None
-    assert table.get("synthetic", study.RL_CHOSEN, "ndcg@10", profile=profile.name) is None
+    assert study.record_choice(grid, {study.REASON: fresh[study.REASON]}, table, "synthetic", profile, 50)["chosen"] \
+        is None
+    assert table.get("synthetic", study.RL, "ndcg@10", profile=profile.name, **typed) is None
 
 
 def test_grpo_candidates_and_diagnostics_stay_out_of_the_breakdown(setup, tmp_path):

@@ -55,17 +55,20 @@ class ResultsTable:
     # ------------------------------------------------------------------ writing
     def record(self, dataset: str, method: str, per_seed: dict[str, Iterable[float]], profile: str,
                seeds: Iterable[int], table: str = "ranking", notes: str = "", *, group: str | None = None,
-               protocol: str | None = None) -> None:
+               protocol: str | None = None, variant: str | None = None, chosen: str | None = None) -> None:
         """Upsert one record per metric from its per-seed values. ``group``: the users the values are over (a
         breakdown's group; None: every test user); ``protocol``: how the checkpoint was chosen, where it is not the
-        usual validation (e.g. ``HELD_OUT_USERS``). Both are fields of the record, never parts of ``method``."""
+        usual validation (e.g. ``HELD_OUT_USERS``); ``variant``: the setting of ``method`` measured, and ``chosen``:
+        what it was chosen on among the method's settings (``"validation"``). All are fields of the record, never
+        parts of ``method``."""
         seeds = [int(s) for s in seeds]
         for metric, values in per_seed.items():
             values = np.asarray(list(values), dtype=np.float64)
             if len(values) != len(seeds):
                 raise ValueError(f"{method}/{metric}: {len(values)} values for {len(seeds)} seeds")
             mean, std = mean_sd(values)
-            row = {"table": table, "dataset": dataset, "method": method, **_typed(group=group, protocol=protocol),
+            row = {"table": table, "dataset": dataset, "method": method,
+                   **_typed(variant=variant, chosen=chosen, group=group, protocol=protocol),
                    "metric": metric, "mean": mean, "std": std,
                    "values": [float(v) for v in values], "seeds": seeds, "profile": profile,
                    "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -75,10 +78,14 @@ class ResultsTable:
         self._changed()
 
     def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str, *,
-                group: str | None = None, protocol_a: str | None = None, protocol_b: str | None = None) -> None:
+                group: str | None = None, protocol_a: str | None = None, protocol_b: str | None = None,
+                variant_a: str | None = None, chosen_a: str | None = None, variant_b: str | None = None,
+                chosen_b: str | None = None) -> None:
         """Upsert a paired bootstrap comparison of method ``a`` against ``b`` (inside ``group``, when both are over
-        one group of users; each side with its protocol, as in ``record``)."""
-        row = {"dataset": dataset, "a": a, "b": b, **_typed(group=group, protocol_a=protocol_a, protocol_b=protocol_b),
+        one group of users; each side with its protocol, variant and how it was chosen, as in ``record``)."""
+        row = {"dataset": dataset, "a": a, "b": b,
+               **_typed(variant_a=variant_a, chosen_a=chosen_a, variant_b=variant_b, chosen_b=chosen_b, group=group,
+                        protocol_a=protocol_a, protocol_b=protocol_b),
                "metric": result.metric, "mean_a": result.mean_a,
                "mean_b": result.mean_b, "diff": result.diff, "relative": result.relative,
                "ci95": [result.low, result.high], "significant": result.significant,
@@ -88,23 +95,27 @@ class ResultsTable:
         self._changed()
 
     def forget(self, dataset: str, profile: str, methods: Iterable[str], table: str = "ranking",
-               metric: str | None = None) -> None:
-        """Drop the rows of ``methods`` (of one metric, if given; every group and protocol) from one table, and the
-        comparisons they are side A of in the same groups (unless one metric is named): what a re-run no longer makes
-        (an earlier choice) leaves the table."""
+               metric: str | None = None, *, chosen: bool | None = None) -> None:
+        """Drop the rows of ``methods`` (of one metric, if given; every group, protocol and variant) from one table,
+        and the comparisons they are side A of in the same groups (unless one metric is named): what a re-run no
+        longer makes (an earlier choice) leaves the table. ``chosen``: only the rows of a setting chosen among the
+        method's (True) or only the others (False)."""
         methods = set(methods)
 
-        def mine(r: dict, method: str) -> bool:
-            return (r["dataset"], r["profile"]) == (dataset, profile) and method in methods
+        def mine(r: dict, method: str, was_chosen) -> bool:
+            return (r["dataset"], r["profile"]) == (dataset, profile) and method in methods \
+                and chosen in (None, bool(was_chosen))
 
         def gone(r: dict) -> bool:
-            return mine(r, r["method"]) and r["table"] == table and metric in (None, r["metric"])
+            return mine(r, r["method"], r.get("chosen")) and r["table"] == table and metric in (None, r["metric"])
 
         dropped = [r for r in self.records if gone(r)]
         self.records = [r for r in self.records if not gone(r)]
         if metric is None:
-            groups = {r.get("group") for r in dropped} | ({None} if table == "ranking" else set())
-            self.comparisons = [c for c in self.comparisons if not (mine(c, c["a"]) and c.get("group") in groups)]
+            # the comparisons of a ranking row are over every user (no group), those of a breakdown row inside its group
+            groups = {r["group"] for r in dropped if r.get("group")} | ({None} if table == "ranking" else set())
+            self.comparisons = [c for c in self.comparisons
+                                if not (mine(c, c["a"], c.get("chosen_a")) and c.get("group") in groups)]
         self._changed()
 
     def save(self) -> None:
@@ -113,10 +124,13 @@ class ResultsTable:
 
     # ------------------------------------------------------------------ reading
     def get(self, dataset: str, method: str, metric: str, table: str = "ranking", profile: str | None = None, *,
-            group: str | None = None, protocol: str | None = None) -> dict | None:
+            group: str | None = None, protocol: str | None = None, variant: str | None = None,
+            chosen: str | None = None) -> dict | None:
+        wanted = (group, protocol, variant, chosen)
         for r in self.records:
             if (r["table"], r["dataset"], r["method"], r["metric"]) == (table, dataset, method, metric) \
-                    and profile in (None, r["profile"]) and (r.get("group"), r.get("protocol")) == (group, protocol):
+                    and profile in (None, r["profile"]) \
+                    and (r.get("group"), r.get("protocol"), r.get("variant"), r.get("chosen")) == wanted:
                 return r
         return None
 
@@ -161,8 +175,7 @@ class ResultsTable:
                 verdict = direction(c["diff"], c["significant"], "A better", "B better")
                 seeds = c.get("n_seeds", 1)
                 over = f"{seeds} seeds, users" if seeds > 1 else "users"
-                a = display_name({"method": c["a"], "group": c.get("group"), "protocol": c.get("protocol_a")})
-                b = display_name({"method": c["b"], "group": c.get("group"), "protocol": c.get("protocol_b")})
+                a, b = display_name(side(c, "a")), display_name(side(c, "b"))
                 out.append(f"| {c['dataset']} | {_escape(a)} | {_escape(b)} | {c['metric']} | {c['mean_a']:.4f} | "
                            f"{c['mean_b']:.4f} | {c['diff']:+.4f}{format_relative(c['relative'])} | "
                            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {over} | {verdict} |")
@@ -170,8 +183,9 @@ class ResultsTable:
         return out
 
 
-RECORD_KEY = ("profile", "table", "dataset", "method", "group", "protocol", "metric")
-COMPARISON_KEY = ("profile", "dataset", "a", "b", "group", "protocol_a", "protocol_b", "metric")
+RECORD_KEY = ("profile", "table", "dataset", "method", "variant", "chosen", "group", "protocol", "metric")
+COMPARISON_KEY = ("profile", "dataset", "a", "variant_a", "chosen_a", "b", "variant_b", "chosen_b", "group",
+                  "protocol_a", "protocol_b", "metric")
 HELD_OUT_USERS = "held-out-user validation"   # the protocol of a checkpoint chosen on users left out of training
 
 
@@ -180,10 +194,20 @@ def _typed(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def side(comparison: dict, which: str) -> dict:
+    """One side (``"a"`` or ``"b"``) of a comparison as the fields of a record, for ``display_name``."""
+    return {"method": comparison[which], "group": comparison.get("group"),
+            **{k: comparison.get(f"{k}_{which}") for k in ("variant", "chosen", "protocol")}}
+
+
 def display_name(row: dict) -> str:
-    """How a record is named in a rendered table: its method, then its protocol and group, rendered from the
-    fields (``method | protocol [group]``); nothing ever reads them back out of this name."""
+    """How a record is named in a rendered table: its method with its variant and how that was chosen, then its
+    protocol and group, rendered from the fields (``method (variant, chosen on validation) | protocol [group]``);
+    nothing ever reads them back out of this name."""
     name = row["method"]
+    inside = [part for part in (row.get("variant"), row.get("chosen") and f"chosen on {row['chosen']}") if part]
+    if inside:
+        name += f" ({', '.join(inside)})"
     if row.get("protocol"):
         name += f" | {row['protocol']}"
     if row.get("group"):

@@ -281,29 +281,53 @@ def run(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, retrain: bool 
 
 
 def choose_on_validation(candidates: dict[Any, SeedRuns]) -> Any:
-    """The key of the candidate with the best mean validation NDCG@10 (never the test)."""
-    return max(candidates, key=lambda key: np.mean(candidates[key].val_ndcg10))
+    """The key of the candidate with the best mean validation NDCG@10 over the seeds every candidate has (never the
+    test): the rule every grid follows, the study's included (``choice.choose``)."""
+    from minirec.experiments.choice import choose
+
+    decided = choose({key: dict(zip(runs.seeds, runs.val_ndcg10)) for key, runs in candidates.items()},
+                     seeds=set.intersection(*(set(runs.seeds) for runs in candidates.values())))
+    return decided.chosen
 
 
-def record(table: ResultsTable, dataset: str, runs: SeedRuns, profile: Profile, notes: str = "") -> None:
-    """Upsert a run's test ranking metrics (mean ± std over its seeds) under its label."""
+def record(table: ResultsTable, dataset: str, runs: SeedRuns, profile: Profile, notes: str = "", *,
+           method: str | None = None, variant: str | None = None, chosen: str | None = None) -> None:
+    """Upsert a run's test ranking metrics (mean ± std over its seeds) under its label (or under ``method``, with
+    the ``variant`` measured and what it was ``chosen`` on: fields of the record, see ``ResultsTable.record``)."""
     note = f"epochs {[f.epochs for f in runs.fits]}" + (f"; {notes}" if notes else "")
-    table.record(dataset, runs.label, {m: runs.per_seed[m] for m in RANKING_METRICS}, profile.name,
-                 seeds=runs.seeds, notes=note)
+    table.record(dataset, method or runs.label, {m: runs.per_seed[m] for m in RANKING_METRICS}, profile.name,
+                 seeds=runs.seeds, notes=note, variant=variant, chosen=chosen)
 
 
 def compare_against(table: ResultsTable, dataset: str, name: str, per_user: dict[str, np.ndarray],
                     references: dict[str, dict[str, np.ndarray]], profile: Profile,
-                    metric_names: Sequence[str] = ("ndcg@10",)) -> list:
-    """Paired bootstraps over users of ``name`` against each reference; recorded, printed and returned."""
+                    metric_names: Sequence[str] = ("ndcg@10",), *, variant: str | None = None,
+                    chosen: str | None = None) -> list:
+    """Paired bootstraps over users of ``name`` (its ``variant``, ``chosen`` on what) against each reference;
+    recorded, printed and returned."""
+    from minirec.experiments.results import display_name
     from minirec.metrics import paired_bootstrap
 
-    results = []
+    results, shown = [], display_name({"method": name, "variant": variant, "chosen": chosen})
     with table.writing_once():
         for m in metric_names:
             for other, ref in references.items():
                 res = paired_bootstrap(per_user[m], ref[m], m, n_boot=profile.n_boot)
-                table.compare(dataset, name, other, res, profile.name)
-                print(res.verdict(name, other))
+                table.compare(dataset, name, other, res, profile.name, variant_a=variant, chosen_a=chosen)
+                print(res.verdict(shown, other))
                 results.append(res)
     return results
+
+
+def record_choice_of_runs(table: ResultsTable, dataset: str, method: str, candidates: dict[str, SeedRuns],
+                          references: dict[str, dict[str, np.ndarray]], profile: Profile,
+                          metric_names: Sequence[str] = ("ndcg@10",)) -> tuple[str, list]:
+    """A notebook's grid: choose among ``candidates`` (variant -> its runs) on validation (``choose_on_validation``,
+    the study's rule), then record the chosen variant's test rows under ``method`` (``chosen="validation"``) and
+    compare it with each reference. Returns the chosen variant and the comparisons."""
+    chosen = choose_on_validation(candidates)
+    runs = candidates[chosen]
+    typed = {"variant": chosen, "chosen": "validation"}
+    record(table, dataset, runs, profile, notes=f"chosen from {list(candidates)} by mean validation NDCG@10",
+           method=method, **typed)
+    return chosen, compare_against(table, dataset, method, runs.per_user, references, profile, metric_names, **typed)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from minirec.experiments.choice import Grid
 from minirec.experiments.runner import RunSpec
 from minirec.profiles import Profile
 
@@ -31,17 +32,26 @@ S2GR = "S²GR-mini"
 BASE, WARMUP = "OneRec-Think Base (SID SFT)", "OneRec-Think warm-up"
 ALIGN, REASON = "OneRec-Think + itemic alignment", "OneRec-Think + alignment + reasoning"
 ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
+RL = "OneRec-Think + RL"                            # a GRPO setting's label is RL (its variant): ``grpo_label``
 SHOPX = "ShopX-mini"
 
+class Setting(NamedTuple):
+    """One setting of a method tried on validation: what sets it apart (a results row's variant) and the config
+    changes that make it."""
+    variant: str
+    changes: dict
+
+
 # S²GR-mini's method-form settings chosen among on validation, each a variant of the headline (λ = 1, hard cluster
-# labels, τ = 0.1, p_l at the initializer's scale): label -> S2GRConfig changes
+# labels, τ = 0.1, p_l at the initializer's scale): label -> its Setting (S2GRConfig changes)
+S2GR_HEADLINE = "headline setting"
 S2GR_SETTINGS = {
-    "S²GR-mini (no alignment)": dict(align_weight=0.0),
-    "S²GR-mini (λ = 0.1)": dict(align_weight=0.1),
-    "S²GR-mini (soft targets, τ = 0.1)": dict(align_targets="soft", temperature=0.1),
-    "S²GR-mini (soft targets, τ = 0.5)": dict(align_targets="soft", temperature=0.5),
-    "S²GR-mini, normed feedback": dict(feedback_norm=True),
-    "S²GR-mini, level vectors at hidden scale": dict(level_init="hidden"),
+    "S²GR-mini (no alignment)": Setting("no alignment", dict(align_weight=0.0)),
+    "S²GR-mini (λ = 0.1)": Setting("λ = 0.1", dict(align_weight=0.1)),
+    "S²GR-mini (soft targets, τ = 0.1)": Setting("soft targets, τ = 0.1", dict(align_targets="soft", temperature=0.1)),
+    "S²GR-mini (soft targets, τ = 0.5)": Setting("soft targets, τ = 0.5", dict(align_targets="soft", temperature=0.5)),
+    "S²GR-mini, normed feedback": Setting("normed feedback", dict(feedback_norm=True)),
+    "S²GR-mini, level vectors at hidden scale": Setting("level vectors at hidden scale", dict(level_init="hidden")),
 }
 
 # diagnostics that train under another recipe than their family's: label -> the spec's recipe changes (recipe family
@@ -49,8 +59,12 @@ S2GR_SETTINGS = {
 RECIPE_CHANGES = {ALIGN_COSINE: {"onerec": {"schedule": "cosine"}}}
 
 
+def grpo_variant(reward: str, lr: float) -> str:
+    return f"GRPO, {reward} reward, lr {lr:g}"
+
+
 def grpo_label(reward: str, lr: float) -> str:
-    return f"OneRec-Think + RL (GRPO, {reward} reward, lr {lr:g})"
+    return f"{RL} ({grpo_variant(reward, lr)})"
 
 
 def grpo_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
@@ -58,6 +72,18 @@ def grpo_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
     profile's ``rl`` learning rate and at the paper's 1e-5."""
     from minirec.reasoning.grpo import REWARDS
     return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
+
+
+def grids(profile: Profile) -> tuple[Grid, ...]:
+    """Every grid of settings chosen on validation (``choice.choose``), in the order the study reports them:
+    S²GR-mini's method-form settings (compared with TIGER-mini; the chosen one joins the breakdowns beside the
+    headline) and GRPO's (reward, learning rate) from the reasoning model (compared with it; its reward and share of
+    all-equal groups recorded beside each candidate's validation score). A new grid is one more entry here."""
+    s2gr = Grid(S2GR, {S2GR: S2GR_HEADLINE, **{label: s.variant for label, s in S2GR_SETTINGS.items()}},
+                "s2gr_choice", TIGER, headline=S2GR, breakdown=True)
+    rl = Grid(RL, {label: grpo_variant(*setting) for label, setting in grpo_candidates(profile).items()},
+              "rl_choice", REASON, signal=("reward", "flat_groups"))
+    return s2gr, rl
 
 
 class OneRecChain(NamedTuple):
@@ -122,7 +148,7 @@ class SpecCatalogue:
             return headline
         if setting not in S2GR_SETTINGS:
             raise ValueError(f"unknown S²GR-mini setting {setting!r}; choose from {[S2GR, *S2GR_SETTINGS]}")
-        return headline.variant(setting, **S2GR_SETTINGS[setting])
+        return headline.variant(setting, **S2GR_SETTINGS[setting].changes)
 
     # ------------------------------------------------------------------------- OneRec-Think
     def onerec(self) -> OneRecChain:

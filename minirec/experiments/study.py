@@ -17,8 +17,9 @@ validation -> test gap and the per-epoch training cost into the results table::
     python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: alignment without plateau cuts
     python -m minirec.experiments.study --assemble                      # the table from the pieces there are
 
-Settings are chosen on validation among the pieces: S²GR-mini's method-form settings (``choose_s2gr``) and GRPO's
-(reward, learning rate) (``choose_rl``); OneRec-Think's stages are compared each with the one before it and with
+Settings are chosen on validation among the pieces, by one rule for every grid the catalogue lists (``specs.grids``:
+S²GR-mini's method-form settings, GRPO's reward and learning rate; ``choice.choose``, recorded by ``record_choice``);
+OneRec-Think's stages are compared each with the one before it and with
 the tuned SASRec (``STEPS``), and a Think-Ahead piece records its latency and the share of the reasoning model's
 gain it keeps (``record_serving``).
 
@@ -37,11 +38,12 @@ from typing import NamedTuple
 import numpy as np
 
 from minirec.artifacts import atomic_path, figures_dir as default_figures_dir, git_commit, save_figure
+from minirec.experiments.choice import CANDIDATE, CHOSEN, Grid, choose, seed_noise
 from minirec.experiments.results import HELD_OUT_USERS, RANKING_METRICS, ResultsTable, display_name
 from minirec.experiments.runner import RunSpec, digest, fingerprint, run
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, RECIPE_CHANGES,
-                                      S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE, SpecCatalogue,
-                                      grpo_candidates as rl_candidates)
+                                      RL, S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC, TIGER as REFERENCE,
+                                      SpecCatalogue, grids, grpo_candidates as rl_candidates)
 from minirec.metrics import direction, paired_bootstrap
 from minirec.profiles import Profile, get_profile
 
@@ -246,7 +248,7 @@ def _record_model(label: str, by_seed: dict[int, Piece], pieces: dict[str, dict[
                  profile.name, seeds=seeds, protocol=protocol,
                  notes=f"study pieces; epochs {[p.meta['epochs'] for p in chosen]}; "
                        f"seconds {[round(p.meta['seconds']) for p in chosen]}")
-    table.record(dataset, f"{label} validation vs test",
+    table.record(dataset, label,
                  {"val_ndcg10": val, "test_ndcg10": test,
                   "test_over_val": [t / v if v > 0 else float("nan") for t, v in zip(test, val)]},
                  profile.name, seeds=seeds, table="val_test", protocol=protocol)
@@ -259,7 +261,7 @@ def _record_model(label: str, by_seed: dict[int, Piece], pieces: dict[str, dict[
     if label == REFERENCE or not common:
         return out
     out["vs_reference"] = compare_pieces(by_seed, reference, table, dataset, profile, n_boot)
-    if label == THINK_AHEAD:                    # served, not trained: its cost is latency, not epochs
+    if any("serving" in p.meta for p in chosen):   # served, not trained: its cost is latency, not epochs
         return out
     ratio = [by_seed[s].seconds_per_epoch / reference[s].seconds_per_epoch for s in common]
     table.record(dataset, f"{label} training cost vs {REFERENCE} (study pieces)", {"epoch_seconds_ratio": ratio},
@@ -281,16 +283,18 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
         record_stage_diagnostics(label, by_seed, table, dataset, profile)
     if any("captions" in p.meta for by_seed in fresh.values() for p in by_seed.values()):
         record_caption_floor(split.dataset, table, profile)
-    if THINK_AHEAD in fresh:
-        summary[THINK_AHEAD]["serving"] = record_serving(fresh, table, dataset, profile)
-    summary["choice"] = choose_s2gr(fresh, table, dataset, profile, n_boot)
-    summary["rl_choice"] = choose_rl(fresh, table, dataset, profile, n_boot)
-    chosen = summary["choice"]["chosen"]          # of the settings, the chosen one joins the breakdown
-    aside = [*rl_candidates(profile), *RECIPE_CHANGES]    # GRPO's candidates and the diagnostics stay out of it
-    forget_groups(table, dataset, profile, aside)
-    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items()
-                                       if (k not in S2GR_SETTINGS or k == chosen) and k not in aside},
-                                      table, split, profile, n_boot)
+    for label, by_seed in fresh.items():          # a served piece (Think-Ahead): its latency and the gain it keeps
+        if any("serving" in p.meta for p in by_seed.values()):
+            summary[label]["serving"] = record_serving(label, fresh, table, dataset, profile)
+    summary["choices"] = {grid.method: record_choice(grid, fresh, table, dataset, profile, n_boot)
+                          for grid in grids(profile)}
+    # the breakdowns: every model but the grids' candidates set aside (those neither the headline nor, where the
+    # grid says so, the chosen one) and the diagnostics trained under another recipe
+    aside = set(RECIPE_CHANGES).union(*(grid.set_aside(summary["choices"][grid.method]["chosen"])
+                                        for grid in grids(profile)))
+    forget_groups(table, dataset, profile, RECIPE_CHANGES)
+    summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if k not in aside}, table, split, profile,
+                                      n_boot)
     return summary
 
 
@@ -311,10 +315,12 @@ def stage_curves(fresh: dict[str, dict[int, Piece]], labels: tuple[str, ...] = (
     return seed_curves(curves, metrics) if curves else None
 
 
-def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile) -> dict:
+def record_serving(label: str, fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str,
+                   profile: Profile) -> dict:
     """Think-Ahead's two serving targets, seed by seed: the online half's latency over the fast model's, and the
-    share of the reasoning model's NDCG@10 gain over the fast model that Think-Ahead keeps (NaN without a gain)."""
-    served = fresh[THINK_AHEAD]
+    share of the reasoning model's NDCG@10 gain over the fast model that Think-Ahead keeps (NaN without a gain).
+    ``label``: the served piece's; its two models are TIGER-mini (fast) and the reasoning model."""
+    served = fresh[label]
     seeds = sorted(served)
     paths = list(served[seeds[0]].meta["serving"])
     ratios = {path: [served[s].meta["serving"][path] / served[s].meta["serving"]["fast model alone"] for s in seeds]
@@ -327,9 +333,9 @@ def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, data
     common = [s for s in seeds if s in fresh.get(REFERENCE, {}) and s in fresh.get(REASON, {})]
     if common:
         mean = {name: [float(fresh[name][s].per_user["ndcg@10"].mean()) for s in common]
-                for name in (REFERENCE, REASON, THINK_AHEAD)}
+                for name in (REFERENCE, REASON, label)}
         gains = [r - f for r, f in zip(mean[REASON], mean[REFERENCE])]
-        ahead = [t - f for t, f in zip(mean[THINK_AHEAD], mean[REFERENCE])]
+        ahead = [t - f for t, f in zip(mean[label], mean[REFERENCE])]
         table.record(dataset, "Think-Ahead vs its two models (study pieces)",
                      {"reasoning_gain_ndcg10": gains, "think_ahead_gain_ndcg10": ahead,
                       "share_of_gain_kept": [a / g if g > 0 else float("nan") for a, g in zip(ahead, gains)]},
@@ -338,39 +344,6 @@ def record_serving(fresh: dict[str, dict[int, Piece]], table: ResultsTable, data
         gain = float(np.mean(gains))
         out.update(gain=gain, kept=float(np.mean(ahead)) / gain if gain > 0 else float("nan"), seeds=common)
     return out
-
-
-RL_CHOSEN = "OneRec-Think + RL (GRPO, chosen on validation)"
-
-
-def choose_rl(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
-              n_boot: int) -> dict:
-    """The GRPO setting (reward, learning rate) with the best mean validation NDCG@10, on the seeds every candidate
-    has; its test rows are recorded once, as ``RL_CHOSEN``, with paired bootstraps against the supervised reasoning
-    model it started from. The choice is provisional until every candidate has every seed of the profile."""
-    candidates = rl_candidates(profile)
-    names = [n for n in candidates if n in fresh]
-    table.forget(dataset, profile.name, [RL_CHOSEN])
-    common = sorted(set.intersection(*(set(fresh[n]) for n in names))) if names else []
-    if not common:
-        return {"chosen": None, "candidates": {}, "provisional": True}
-    val = {n: float(np.mean([fresh[n][s].meta["best_val_ndcg10"] for s in common])) for n in names}
-    chosen = max(names, key=val.get)
-    provisional = len(names) < len(candidates) or not set(profile.seeds) <= set(common)
-    for n in names:
-        # beside the validation score, GRPO's training signal averaged over the epochs each seed trained: the mean
-        # reward of a rollout, and the share of groups whose rewards were all equal (no advantage, no gradient)
-        signal = {key: [epoch_mean(fresh[n][s], key) for s in common] for key in ("reward", "flat_groups")}
-        table.record(dataset, n, {"val_ndcg10": [fresh[n][s].meta["best_val_ndcg10"] for s in common], **signal},
-                     profile.name, seeds=common, table="rl_choice", notes="chosen" if n == chosen else "a candidate")
-    by_seed = {s: fresh[chosen][s] for s in common}
-    table.record(dataset, RL_CHOSEN, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
-                                      for m in RANKING_METRICS}, profile.name, seeds=common,
-                 notes=f"{chosen}: chosen among {names} on mean validation NDCG@10 over seeds {common}"
-                       + ("; provisional: candidates or seeds missing" if provisional else ""))
-    versus = compare_pieces(by_seed, fresh[REASON], table, dataset, profile, n_boot, name_a=RL_CHOSEN) \
-        if REASON in fresh else {}
-    return {"chosen": chosen, "candidates": val, "seeds": common, "provisional": provisional, "vs_reason": versus}
 
 
 def epoch_mean(piece: Piece, key: str) -> float:
@@ -410,57 +383,47 @@ def record_caption_floor(ds, table: ResultsTable, profile: Profile) -> None:
                      profile.name, seeds=[0], table="stage_diagnostics", notes="the same for every seed")
 
 
-def choose_s2gr(fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str, profile: Profile,
-                n_boot: int) -> dict:
-    """S²GR-mini's method-form setting chosen on mean validation NDCG@10 among the candidates trained on every seed
-    of the profile; the chosen setting's test score is recorded once, with a paired bootstrap against TIGER-mini, and
-    nothing here reads a test score before the choice.
-
-    Settings are trained in rounds (successive halving): a setting with fewer seeds is *screened out* when, on the
-    seeds it has, its validation score trails the leading candidate's on the same seeds by more than the seed-to-seed
-    standard deviation of the candidates' validation scores (``screen``); otherwise it is *pending*, it needs every
-    seed, and the choice is provisional until it has them."""
-    names = [S2GR, *S2GR_SETTINGS]
-    val = {n: {s: p.meta["best_val_ndcg10"] for s, p in fresh[n].items()} for n in names if n in fresh}
-    complete = [n for n in val if set(profile.seeds) <= set(val[n])]
-    listing = {n: {"seeds": sorted(v), "val": float(np.mean(list(v.values()))),
-                   "status": "a candidate" if n in complete else "too few seeds to be chosen"} for n, v in val.items()}
-    if len(complete) < 2:
-        _forget_earlier_choice(table, dataset, profile, names, None)
-        for n, row in listing.items():
-            _record_setting(table, dataset, profile, n, val[n], row["status"])
-        return {"candidates": listing, "chosen": None, "provisional": True}
-    chosen = max(complete, key=lambda n: listing[n]["val"])
-    _forget_earlier_choice(table, dataset, profile, names, chosen)
-    margin = screen(val, complete, chosen)
-    for n in set(val) - set(complete):
-        listing[n]["status"] = "pending: needs every seed" if n not in margin["screened_out"] \
-            else "screened out (trails the leader beyond seed noise)"
-    provisional = any(r["status"].startswith("pending") for r in listing.values())
-    for n, row in listing.items():
-        _record_setting(table, dataset, profile, n, val[n], row["status"])
-    by_seed = {s: fresh[chosen][s] for s in profile.seeds}
-    label = chosen_label(chosen)
-    table.record(dataset, label, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
-                                  for m in RANKING_METRICS}, profile.name, seeds=list(by_seed),
-                 notes=f"chosen among {complete} on mean validation NDCG@10"
-                       + ("; provisional: a pending setting lacks seeds" if provisional else ""))
+def record_choice(grid: Grid, fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str,
+                  profile: Profile, n_boot: int) -> dict:
+    """Choose ``grid``'s setting on validation (``choice.choose``) among its candidates' pieces and record it: every
+    candidate's validation score, status and training signal in ``grid.table``; then, for the chosen setting only,
+    its test rows under ``grid.method`` with its variant and ``chosen="validation"``, its test score beside its
+    validation score, and a paired bootstrap against ``grid.against``. What an earlier choice recorded leaves the
+    table first (its test rows, comparisons and breakdown groups)."""
+    names = [n for n in grid.candidates if n in fresh]
+    val = {n: {s: p.meta["best_val_ndcg10"] for s, p in fresh[n].items()} for n in names}
+    decided = choose(val, profile.seeds, grid.candidates)
+    table.forget(dataset, profile.name, [grid.method], chosen=True)
+    table.forget(dataset, profile.name, grid.candidates, table=grid.table)
+    forget_groups(table, dataset, profile, grid.set_aside(decided.chosen))
+    for n in names:               # over the seeds the choice read: the profile's where a candidate has them all
+        seeds = decided.seeds if set(decided.seeds) <= set(val[n]) else sorted(val[n])
+        # beside the validation score, the training signal averaged over the epochs each seed trained (GRPO: the
+        # mean reward of a rollout and the share of groups whose rewards were all equal: no advantage, no gradient)
+        signal = {key: [epoch_mean(fresh[n][s], key) for s in seeds] for key in grid.signal}
+        table.record(dataset, n, {"val_ndcg10": [val[n][s] for s in seeds], **signal}, profile.name, seeds=seeds,
+                     table=grid.table, notes=decided.status[n])
+    out = {"candidates": {n: {"seeds": sorted(val[n]), "val": decided.val[n], "status": decided.status[n]}
+                          for n in names},
+           "chosen": decided.chosen, "provisional": decided.provisional, "margin": decided.sd,
+           "seeds": decided.seeds, "vs_against": {}}
+    if decided.chosen is None:
+        return out
+    chosen = decided.chosen
+    by_seed = {s: fresh[chosen][s] for s in decided.seeds}
+    typed = {"variant": grid.variants[chosen], "chosen": "validation"}
+    candidates = [n for n in names if decided.status[n] in (CHOSEN, CANDIDATE)]
+    table.record(dataset, grid.method, {m: [float(p.per_user[m].mean()) for p in by_seed.values()]
+                                        for m in RANKING_METRICS}, profile.name, seeds=list(by_seed), **typed,
+                 notes=f"{chosen}: chosen among {candidates} on mean validation NDCG@10 over seeds {decided.seeds}"
+                       + ("; provisional: a setting lacks seeds" if decided.provisional else ""))
     table.record(dataset, chosen, {"test_ndcg10": [float(p.per_user["ndcg@10"].mean()) for p in by_seed.values()]},
-                 profile.name, seeds=list(by_seed), table="s2gr_choice", notes="a candidate")
-    versus = {}
-    if REFERENCE in fresh:
-        versus = compare_pieces(by_seed, fresh[REFERENCE], table, dataset, profile, n_boot, name_a=label)
-    return {"candidates": listing, "chosen": chosen, "label": label, "vs_reference": versus,
-            "provisional": provisional, "margin": margin["sd"]}
-
-
-def _forget_earlier_choice(table: ResultsTable, dataset: str, profile: Profile, names: list[str],
-                           chosen: str | None) -> None:
-    """The rows an earlier choice left, when it is no longer the choice: its test rows and comparisons, and its
-    groups in the popularity and history breakdowns (only the chosen setting has those)."""
-    table.forget(dataset, profile.name, [chosen_label(n) for n in names if n != chosen])
-    table.forget(dataset, profile.name, [n for n in names if n != chosen], table="s2gr_choice", metric="test_ndcg10")
-    forget_groups(table, dataset, profile, [n for n in S2GR_SETTINGS if n != chosen])
+                 profile.name, seeds=list(by_seed), table=grid.table, notes=CHOSEN)
+    if grid.against in fresh:
+        out["vs_against"] = compare_pieces(by_seed, fresh[grid.against], table, dataset, profile, n_boot,
+                                           name_a=grid.method, **{f"{k}_a": v for k, v in typed.items()})
+    out["name"] = display_name({"method": grid.method, **typed})
+    return out
 
 
 def forget_groups(table: ResultsTable, dataset: str, profile: Profile, names) -> None:
@@ -469,40 +432,19 @@ def forget_groups(table: ResultsTable, dataset: str, profile: Profile, names) ->
         table.forget(dataset, profile.name, names, table=name)
 
 
-def chosen_label(setting: str) -> str:
-    """The results-table name of a setting once validation has chosen it."""
-    return f"S²GR-mini ({setting.removeprefix('S²GR-mini').strip(' ,()')}, chosen on validation)" \
-        if setting != "S²GR-mini" else "S²GR-mini (headline setting, chosen on validation)"
-
-
-def screen(val: dict[str, dict[int, float]], complete: list[str], leader: str) -> dict:
-    """Which incomplete settings trail ``leader`` beyond seed noise: the mean over a setting's own seeds of its
-    validation score minus the leader's on the same seed, against ``-sd``, where ``sd`` is the pooled seed-to-seed
-    standard deviation of the complete settings' validation scores (the noise one seed carries)."""
-    variances = [np.var(list(val[n].values()), ddof=1) for n in complete if len(val[n]) > 1]
-    sd = float(np.sqrt(np.mean(variances))) if variances else 0.0
-    out = [n for n in set(val) - set(complete)
-           if np.mean([v - val[leader][s] for s, v in val[n].items()]) < -sd]
-    return {"sd": sd, "screened_out": sorted(out)}
-
-
-def _record_setting(table: ResultsTable, dataset: str, profile: Profile, name: str, val: dict[int, float],
-                    status: str) -> None:
-    seeds = sorted(val)
-    table.record(dataset, name, {"val_ndcg10": [val[s] for s in seeds]}, profile.name, seeds=seeds,
-                 table="s2gr_choice", notes=status)
-
-
-def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study") -> RecordedChoice:
-    """What ``choose_s2gr`` recorded, for a notebook to show: one row per S²GR-mini setting (its mean validation
-    NDCG@10, its seeds, its mean gap to the chosen setting on the seeds both have, its status: a candidate, pending or
-    screened out) and, for the chosen one only, its test NDCG@10; TIGER-mini's test NDCG@10 for scale; and the seed
-    noise the screen used. An empty frame where no study pieces were assembled."""
+def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study",
+                    grid_table: str = "s2gr_choice") -> RecordedChoice:
+    """What ``record_choice`` recorded for one grid (by default S²GR-mini's), for a notebook to show: one row per
+    setting (its mean validation NDCG@10, its seeds, its mean gap to the chosen setting on the seeds both have, its
+    status: chosen, a candidate, pending or screened out) and, for the chosen one only, its test NDCG@10;
+    TIGER-mini's test NDCG@10 for scale; and the seed noise the screen used. An empty frame where no study pieces
+    were assembled."""
     import pandas as pd
 
     rows, val = {}, {}
     for r in table.records:
-        if (r["table"], r["dataset"], r["profile"]) == ("s2gr_choice", dataset, profile):
+        if (r["table"], r["dataset"], r["profile"]) == (grid_table, dataset, profile) \
+                and r["metric"] in ("val_ndcg10", "test_ndcg10"):
             row = rows.setdefault(r["method"], {"val NDCG@10": None, "seeds": len(r["seeds"]), "vs chosen": None,
                                                 "status": r.get("notes"), "test NDCG@10": None})
             row[{"val_ndcg10": "val NDCG@10", "test_ndcg10": "test NDCG@10"}[r["metric"]]] = r["mean"]
@@ -512,7 +454,7 @@ def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study") -
     seed_sd = None
     if chosen:
         leader = val[chosen[0]]
-        seed_sd = screen(val, [n for n, row in rows.items() if row["status"] == "a candidate"], chosen[0])["sd"]
+        seed_sd = seed_noise(val, [n for n, row in rows.items() if row["status"] in (CHOSEN, CANDIDATE)])
         for n, row in rows.items():
             shared = sorted(set(val[n]) & set(leader))
             row["vs chosen"] = float(np.mean([val[n][s] - leader[s] for s in shared])) if shared else None
@@ -545,10 +487,12 @@ def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"
 
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
-                   n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10"), name_a: str | None = None) -> dict:
+                   n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10"), name_a: str | None = None,
+                   variant_a: str | None = None, chosen_a: str | None = None) -> dict:
     """Paired bootstraps of ``a`` against ``b`` over the seeds both have (two levels: seeds, then users within each
     seed), on the test users both were evaluated on (a held-out-user validation leaves its validation users out of
-    the test); recorded under ``name_a`` (default: ``a``'s label) and each side's protocol."""
+    the test); recorded under ``name_a`` (default: ``a``'s label, with ``variant_a`` and ``chosen_a``) and each
+    side's protocol."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {}
@@ -561,7 +505,7 @@ def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable
         res = paired_bootstrap(mine, theirs, m, n_boot=n_boot)
         first_a, first_b = a[seeds[0]], b[seeds[0]]
         table.compare(dataset, name_a or first_a.label, first_b.label, res, profile.name,
-                      protocol_a=first_a.protocol, protocol_b=first_b.protocol)
+                      protocol_a=first_a.protocol, protocol_b=first_b.protocol, variant_a=variant_a, chosen_a=chosen_a)
         out[m] = res
     return out
 
@@ -687,8 +631,7 @@ def main(argv=None) -> None:
             if fig is not None:
                 save_figure(fig, f"{args.dataset}_{name}", default_figures_dir() / "study")
         found = summary.pop("breakdown")
-        choice = summary.pop("choice")
-        rl_choice = summary.pop("rl_choice")
+        choices = summary.pop("choices")
         rows = [(label, HELD_OUT_USERS, s) for label, s in summary.pop("held_out").items()]
         for label, protocol, s in [(label, None, s) for label, s in summary.items()] + rows:
             name = display_name({"method": label, "protocol": protocol})
@@ -701,17 +644,14 @@ def main(argv=None) -> None:
             for other, results in s.get("vs_steps", {}).items():
                 for res in results.values():
                     print("  ", res.verdict(label, other))
-        print("S²GR-mini settings on validation:", choice["candidates"])
-        if choice["chosen"]:
-            print(f"chosen on validation: {choice['chosen']}"
-                  f"{' (provisional: a pending setting lacks seeds)' if choice['provisional'] else ''}")
-            for res in choice["vs_reference"].values():
-                print("  ", res.verdict(choice["label"], REFERENCE))
-        if rl_choice["chosen"]:
-            print(f"GRPO settings on validation (seeds {rl_choice['seeds']}): {rl_choice['candidates']}; chosen: "
-                  f"{rl_choice['chosen']}{' (provisional)' if rl_choice['provisional'] else ''}")
-            for res in rl_choice["vs_reason"].values():
-                print("  ", res.verdict(RL_CHOSEN, REASON))
+        for grid in grids(profile):
+            decided = choices[grid.method]
+            print(f"{grid.method} settings on validation: {decided['candidates']}")
+            if decided["chosen"]:
+                print(f"chosen on validation: {decided['chosen']}"
+                      f"{' (provisional: a setting lacks seeds)' if decided['provisional'] else ''}")
+                for res in decided["vs_against"].values():
+                    print("  ", res.verdict(decided["name"], grid.against))
         for name in ("by_popularity", "by_history"):
             if name in found:
                 print(f"{name} (seeds {found['seeds']}):\n{found[name].round(4).to_string(index=False)}")
