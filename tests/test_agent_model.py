@@ -99,7 +99,7 @@ def test_training_data_comes_from_training_users_and_their_training_items_only(s
     assert {t.user for t in tasks} <= set(train_users.tolist()) and not {t.user for t in tasks} & set(held.tolist())
     assert all(t.target == split.train[t.user][-1] for t in tasks)
     assert [t.kind for t in tasks] == [k for k in KINDS for _ in range(model.config.train_per_kind)]
-    data, _ = model.training_examples(split)
+    data = model.training_examples(split).dataset
     lo, hi = data.ranges["action"]
     ids, labels, _ = data[lo]
     written = [t for t, y in zip(ids, labels) if y != -100][:-1]          # the action, then <eos>

@@ -51,7 +51,7 @@ def test_task_examples_put_the_loss_where_the_method_says(setup):
 def test_held_out_items_never_show_their_words_next_to_their_sid(setup):
     split, table, spec = setup
     model = spec.variant("a", stage="align").build()
-    data, _ = model.training_examples(split)
+    data = model.training_examples(split).dataset
     hidden = set(model.held_out_items(split.dataset.n_items).tolist())
     assert hidden
     w = model.writer(split.dataset)
@@ -61,9 +61,44 @@ def test_held_out_items_never_show_their_words_next_to_their_sid(setup):
             assert f" {w.title(item)};" not in text and w.caption(item) not in text
 
 
+def test_a_stage_is_an_object_that_supplies_its_data_family_and_hooks(setup):
+    """A stage is looked up by its config name once; the model never compares stage names. A subclass adds a stage
+    by listing one more object, and the module trains on the data, under the family, that the object gives."""
+    from dataclasses import replace as dc_replace
+    from minirec.reasoning.onerec import STAGES, OneRecThink, SequentialPreference, StageData
+
+    split, _, spec = setup
+    assert {name: (s.family, s.thinks, s.taught_words) for name, s in STAGES.items()} == {
+        "base": ("onerec", False, False), "warmup": ("warmup", False, False), "align": ("onerec", False, True),
+        "reason": ("onerec", True, True)}
+    calls = []
+
+    class FirstHalf(SequentialPreference):             # next-item prediction on the first half of the users only
+        name, family = "first-half", "generative"
+
+        def examples(self, module, split, seed):
+            full = super().examples(module, split, seed)
+            calls.append(len(full.dataset))
+            half = itemic.ExampleSet({"sequential": full.dataset.examples[:len(full.dataset) // 2]})
+            return StageData(half, itemic.TaskMix(half, {"sequential": 1.0}, None, seed), ("sequential",))
+
+        def on_train_start(self, module):
+            calls.append("start")
+
+    custom = type("Custom", (OneRecThink,), {"stages": {**STAGES, "first-half": FirstHalf()}})
+    module = custom(dc_replace(spec.config, stage="first-half"), spec.sid_table, list(spec.texts))
+    assert custom.recipe_family(module.config) == "generative" and OneRecThink.recipe_family(spec.config) == "onerec"
+    data = module.training_examples(split)
+    assert len(data.dataset) == calls[0] // 2 and module.stage_data is data and data.task_names == ("sequential",)
+    module.on_train_start()
+    assert calls[-1] == "start"
+    with pytest.raises(ValueError, match="unknown stage 'first-half'"):
+        OneRecThink(dc_replace(spec.config, stage="first-half"), spec.sid_table, list(spec.texts))
+
+
 def test_task_mix_draws_the_shares_and_covers_the_lead_task_once(setup):
     split, _, spec = setup
-    data, sampler = spec.variant("a", stage="align", task_mix=(0.25, 0.5, 0.125, 0.125)).build().training_examples(split)
+    data, sampler, _ = spec.variant("a", stage="align", task_mix=(0.25, 0.5, 0.125, 0.125)).build().training_examples(split)
     picks = list(iter(sampler))
     lo, hi = data.ranges["sequential"]
     assert sorted(p for p in picks if lo <= p < hi) == list(range(lo, hi))        # every window once
@@ -278,7 +313,7 @@ def test_a_later_stage_is_fingerprinted_with_its_parent(setup):
 def test_refinement_keeps_rationales_that_reach_the_target_and_drops_the_rest(setup, trained):
     split, *_ = setup
     module = trained["reason"].module
-    data, sampler = module.training_examples(split)
+    data, sampler, _ = module.training_examples(split)
     chosen = list(range(0, len(data), len(data) // 40))[:40]
     counts = module.refine_rationales(chosen)
     assert counts["kept"] + counts["dropped"] == len(chosen) and counts["kept"] > 0
@@ -298,7 +333,7 @@ def test_refinement_loop_runs_inside_training(setup, trained, tmp_path):
     module.load_state_dict(trained["align"].module.state_dict())
     profile = with_recipe(get_profile("smoke"), "onerec", max_epochs=2, patience=2, batch_size=32)
     fit(module, module.make_datamodule(split), profile, tmp_path / "fit")
-    data = module.reason_data
+    data = module.stage_data.dataset
     assert len(data.own) + len(data.dropped) > 0 and not set(data.own) & data.dropped    # the loop ran and decided
 
 

@@ -41,7 +41,7 @@ from minirec.data.dataset import EmptyHistoryError, EvalStage, LeaveOneOutSplit,
 from minirec.models.beam_search import constrained_beam_search
 from minirec.models.sampling import generate_text
 from minirec.reasoning.itemic import ExampleSet, TaskMix, left_pad, sequential_examples
-from minirec.reasoning.onerec import OneRecConfig, OneRecThink
+from minirec.reasoning.onerec import OneRecConfig, OneRecThink, Stage, StageData
 
 SHOP_TASKS = ("action", "retrieve", "sequential")
 QUESTION = "What kind of film would you like?"
@@ -88,11 +88,20 @@ class ShopXConfig(OneRecConfig):
                                                 # epoch: their hit@10 is what early stopping watches
 
 
+class ShoppingSessions(Stage):
+    """ShopX-mini's stage: the training shoppers' sessions (the action to write at each turn, the SID to retrieve
+    for an intent) mixed with next-item prediction by ``shop_mix``, under the ``agent`` recipe."""
+    name, family = "shop", "agent"
+
+    def examples(self, module, split, seed):
+        return module.session_examples(split, seed)
+
+
 class ShopXMini(OneRecThink):
     """The ShopX-mini model: reads a session, writes actions, and retrieves by its own SID beam search."""
 
     config_class = ShopXConfig
-    stages = ("shop",)
+    stages = {"shop": ShoppingSessions()}
     monitor = "val_agent_hit10"          # an agent is chosen on its task: validation episodes of held-out shoppers
 
     def __init__(self, config: ShopXConfig, sid_table, texts: Sequence[str] = (), model=None, tokenizer=None):
@@ -108,10 +117,6 @@ class ShopXMini(OneRecThink):
         self.register_buffer("text_tokens", self._text_mask(), persistent=False)
         if len(config.shop_mix) != len(SHOP_TASKS):
             raise ValueError(f"shop_mix needs {len(SHOP_TASKS)} shares, in the order {SHOP_TASKS}; got {config.shop_mix}")
-
-    @classmethod
-    def recipe_family(cls, config) -> str:
-        return "agent"
 
     @staticmethod
     def genre_names() -> list[str]:
@@ -189,7 +194,8 @@ class ShopXMini(OneRecThink):
             self.log("val_agent_hit10", float(np.mean([e.hit for e in episodes])))
             self.log("val_agent_satisfied", float(np.mean([e.satisfied for e in episodes])))
 
-    def training_examples(self, split: LeaveOneOutSplit, seed: int = 0):
+    def session_examples(self, split: LeaveOneOutSplit, seed: int = 0) -> StageData:
+        """The shopping stage's examples (``ShoppingSessions``); also keeps the validation episodes to play."""
         catalogue = Catalogue(split.dataset, self.sid_table)                 # one catalogue for both task sets
         self._valid = (catalogue, self.validation_tasks(split, catalogue), split.valid.histories)
         tasks, stage = self.training_tasks(split, catalogue)
@@ -211,8 +217,8 @@ class ShopXMini(OneRecThink):
         writer = self.writer(split.dataset)
         windows = training_windows(split.train, self.config.max_items)
         data = ExampleSet({"action": actions, "retrieve": retrievals, "sequential": sequential_examples(writer, windows)})
-        self.task_names = tuple(data.names)
-        return data, TaskMix(data, dict(zip(SHOP_TASKS, self.config.shop_mix)), self.config.examples_per_epoch, seed)
+        mix = TaskMix(data, dict(zip(SHOP_TASKS, self.config.shop_mix)), self.config.examples_per_epoch, seed)
+        return StageData(data, mix, tuple(data.names))
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

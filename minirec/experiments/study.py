@@ -172,14 +172,14 @@ def stage_diagnostics(module, split) -> dict:
     from minirec.reasoning.rationales import genre_agreement
     from minirec.reasoning.onerec import OneRecThink, recommend
 
-    if not isinstance(module, OneRecThink) or module.config.stage in ("base", "warmup"):
+    if not isinstance(module, OneRecThink) or not module.training_stage.taught_words:
         return {}
     ds = split.dataset
     module.eval()
     out = {"captions": {group: {k: float(v.mean()) for k, v in
                                 itemic.caption_scores(module.caption(items.tolist()), ds, items).items()}
                         for group, items in itemic.caption_groups(ds.n_items, module.config.caption_holdout).items()}}
-    if module.config.stage == "reason":
+    if module.training_stage.thinks:
         _, rationales = recommend(module, split.test, k=10)
         agree = genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
         out["rationales"] = {"names a target genre": float(agree["any"].mean()),

@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 from minirec.data.dataset import LeaveOneOutSplit, pad_left
 from minirec.models.beam_search import constrained_beam_search, positions_from_mask
 from minirec.reasoning.itemic import left_pad
-from minirec.reasoning.onerec import ItemicDataModule, OneRecConfig, OneRecThink, _Reasoning, _Subsample  # ----------------------------------------------------------------------------- rewards
+from minirec.reasoning.onerec import (ItemicDataModule, OneRecConfig, OneRecThink, ReasoningActivation, StageData,
+                                      _Reasoning, _Subsample)  # ----------------------------------------------------------------------------- rewards
 def beam_reward(beams: torch.Tensor, targets: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
     """1 where the target is among a rollout's beams (B, W), else 0."""
     return (beams == targets[:, None]).any(1).float()
@@ -154,10 +155,25 @@ class PromptDataModule(ItemicDataModule):
                           collate_fn=list)
 
 
+class PolicyOptimisation(ReasoningActivation):
+    """GRPO's stage: the reasoning model (it thinks, then beam-searches, as after reasoning activation) trained on
+    rollouts from a fresh subset of ``rl_prompts`` training prompts each epoch, under the ``rl`` recipe. Its
+    training step and reference model are the module's (``ReasoningRL``)."""
+    family = "rl"
+
+    def examples(self, module, split, seed):
+        data = _Reasoning(None, split.train, None, None, module.config)
+        return StageData(data, _Subsample(data, module.config.rl_prompts, seed), ("reason",))
+
+    def on_train_epoch_end(self, module):
+        pass                                          # no rationale refinement: the rollouts are the model's own
+
+
 class ReasoningRL(OneRecThink):
     """The reasoning model trained further with GRPO; it recommends exactly as ``OneRecThink(stage="reason")``."""
 
     config_class = GRPOConfig
+    stages = {"reason": PolicyOptimisation()}
 
     def __init__(self, config: GRPOConfig, sid_table, texts=(), model=None, tokenizer=None):
         if config.stage != "reason":
@@ -174,17 +190,8 @@ class ReasoningRL(OneRecThink):
         allowed[self.vocab.think_end_token] = True
         self.register_buffer("rationale_vocab", allowed, persistent=False)
 
-    @classmethod
-    def recipe_family(cls, config) -> str:
-        return "rl"
-
     def make_datamodule(self, split: LeaveOneOutSplit, seed: int = 0) -> PromptDataModule:
         return PromptDataModule(self, split, seed)
-
-    def training_examples(self, split: LeaveOneOutSplit, seed: int = 0):
-        data = _Reasoning(None, split.train, None, None, self.config)
-        self.prompt_data = data
-        return data, _Subsample(data, self.config.rl_prompts, seed)
 
     @property
     def reference(self):
@@ -242,7 +249,7 @@ class ReasoningRL(OneRecThink):
 
     def training_step(self, batch, batch_idx):
         self.model.eval()                                   # no dropout: sampling and scoring see the same policy
-        data = self.prompt_data
+        data = self.stage_data.dataset
         histories = [data.history(i) for i in batch]
         targets = torch.tensor([data.target(i) for i in batch])
         seen = [data.train[u][:t] for u, t in data.positions[batch]]

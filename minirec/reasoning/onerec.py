@@ -23,7 +23,7 @@ flagged, never turned into an invented item: every answer comes out of the trie)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -42,9 +42,6 @@ from minirec.reasoning.itemic import (IGNORE, PAPER_MIX, TASKS, ExampleSet, Item
 from minirec.models.sampling import generate_text
 from minirec.reasoning.rationales import rationale_genres, rationale_text, reasoning_positions, similarity_matrix
 from minirec.training import SequenceDataModule
-
-STAGES = ("base", "warmup", "align", "reason")
-
 
 @dataclass
 class OneRecConfig(GenRecConfig):
@@ -133,6 +130,113 @@ class _Subsample(Sampler):
         return iter(self.last)
 
 
+class StageData(NamedTuple):
+    """What a stage trains on: the examples, the sampler that draws an epoch of them, and the task of each example
+    (its per-task loss is logged under ``loss_<task>``)."""
+    dataset: Dataset
+    sampler: Sampler
+    task_names: tuple[str, ...]
+
+
+class Stage:
+    """One training stage of OneRec-Think: the examples it trains on, the recipe family it trains under, the weights
+    it moves and its hooks, and how the model recommends after it. A stage is an object, never a string compared in
+    the model: a new stage is a subclass listed in the module's ``stages``."""
+    name = ""
+    family = "onerec"           # the profile's recipe (``Profile.recipe``) it trains under
+    thinks = False              # after it, the model writes a rationale before its beam search
+    taught_words = True         # it trains on words next to SIDs (what the study measures with captions)
+
+    def prepare(self, module: "OneRecThink") -> None:
+        """Once the module is built: which weights may train (default: all)."""
+
+    def examples(self, module: "OneRecThink", split: LeaveOneOutSplit, seed: int) -> StageData:
+        raise NotImplementedError
+
+    def on_train_start(self, module: "OneRecThink") -> None:
+        pass
+
+    def on_train_batch_end(self, module: "OneRecThink") -> None:
+        pass
+
+    def on_train_epoch_end(self, module: "OneRecThink") -> None:
+        pass
+
+
+class SequentialPreference(Stage):
+    """``base``: history SIDs -> next SID, every training window once per epoch (the paper's Base)."""
+    name, taught_words = "base", False
+
+    def examples(self, module, split, seed):
+        windows = training_windows(split.train, module.config.max_items)
+        data = ExampleSet({"sequential": sequential_examples(module.writer(split.dataset), windows)})
+        return StageData(data, TaskMix(data, {"sequential": 1.0}, module.config.epoch_size, seed), tuple(data.names))
+
+
+class ItemicAlignment(Stage):
+    """``align``: every parameter trains on the four tasks, drawn by ``task_mix`` (``minirec.reasoning.itemic``)."""
+    name = "align"
+
+    def examples(self, module, split, seed):
+        c, ds = module.config, split.dataset
+        writer = module.writer(ds)
+        hidden = set(module.held_out_items(ds.n_items).tolist())
+        shown = [i for i in range(ds.n_items) if i not in hidden]
+        docs = text_corpus(c.language_corpus) if c.language_corpus else [writer.caption(i) for i in shown]
+        tasks = {"persona": persona_examples(writer, split, c.persona_items, hidden),
+                 "sequential": sequential_examples(writer, training_windows(split.train, c.max_items)),
+                 "caption": caption_examples(writer, shown),
+                 "language": language_examples(writer, docs)}
+        if len(c.task_mix) != len(TASKS):
+            raise ValueError(f"task_mix needs {len(TASKS)} shares, in the order {TASKS}; got {c.task_mix}")
+        data = ExampleSet(tasks)
+        return StageData(data, TaskMix(data, dict(zip(TASKS, c.task_mix)), c.epoch_size, seed), tuple(data.names))
+
+
+class TokenWarmUp(ItemicAlignment):
+    """``warmup``: the alignment tasks, but only the new tokens' rows of the embedding and output matrices train;
+    every other weight stays exactly as it was (restored after each batch: no optimiser state or decay may move a
+    frozen row)."""
+    name, family, taught_words = "warmup", "warmup", False
+
+    def prepare(self, module):
+        module.freeze_all_but_new_tokens()
+
+    def on_train_start(self, module):
+        module._frozen_copy = [w.detach().clone() for w in module._warm]
+
+    def on_train_batch_end(self, module):
+        with torch.no_grad():
+            for w, saved in zip(module._warm, module._frozen_copy):
+                w[~module._keep_rows] = saved[~module._keep_rows].to(w.device)
+
+
+class ReasoningActivation(Stage):
+    """``reason``: SFT on ``<think> rationale </think>`` + the target SID (loss on both), a fresh subset of
+    (user, target) pairs each epoch; with ``refine_rationales``, the official code's per-epoch refinement."""
+    name, thinks = "reason", True
+
+    def examples(self, module, split, seed):
+        c, ds = module.config, split.dataset
+        if c.rationale_similarity == "text":
+            from minirec.sids.embeddings import item_embeddings
+            sim = similarity_matrix("text", embeddings=item_embeddings(ds, c.rationale_encoder, verbose=False))
+        else:
+            sim = similarity_matrix(c.rationale_similarity, codes=module.sid_table.codes)
+        data = _Reasoning(module.writer(ds), split.train, list(ds.items["genres"]), sim, c)
+        per_epoch = c.reason_examples or len(training_windows(split.train, c.max_items))
+        return StageData(data, _Subsample(data, per_epoch, seed), ("reason",))
+
+    def on_train_epoch_end(self, module):
+        if module.config.refine_rationales:
+            counts = module.refine_rationales(module.stage_data.sampler.last)
+            module.log("refine_kept", counts["kept"] / max(1, counts["kept"] + counts["dropped"]))
+
+
+STAGES = {stage.name: stage for stage in (SequentialPreference(), TokenWarmUp(), ItemicAlignment(),
+                                          ReasoningActivation())}
+
+
 class ItemicDataModule(SequenceDataModule):
     """Training examples of a OneRec-Think stage; validation and test stages as for every other model."""
 
@@ -142,7 +246,7 @@ class ItemicDataModule(SequenceDataModule):
 
     def setup(self, stage=None):
         if self.train_set is None:
-            self.train_set, self.sampler = self.module.training_examples(self.split, self.seed)
+            self.train_set, self.sampler = self.module.training_examples(self.split, self.seed)[:2]
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
@@ -152,26 +256,27 @@ class ItemicDataModule(SequenceDataModule):
 
 
 class OneRecThink(GenerativeRecommender):
-    """A Qwen3 that reads and writes both words and SIDs; ``config.stage`` says what it trains on."""
+    """A Qwen3 that reads and writes both words and SIDs; ``config.stage`` names the ``Stage`` it trains in."""
 
     config_class = OneRecConfig
-    stages = STAGES                               # the stages this class trains (a subclass may add its own)
+    stages: dict[str, Stage] = STAGES             # the stages this class trains (a subclass may add its own)
 
     def __init__(self, config: OneRecConfig, sid_table, texts: Sequence[str] = (), model=None, tokenizer=None):
         if config.stage not in self.stages:
-            raise ValueError(f"unknown stage {config.stage!r}; choose one of {self.stages}")
+            raise ValueError(f"unknown stage {config.stage!r}; choose one of {tuple(self.stages)}")
+        self.training_stage = self.stages[config.stage]
+        self.stage_data: StageData | None = None      # what the stage trains on, once ``training_examples`` ran
         super().__init__(config, sid_table, texts, model, tokenizer)
         v = self.vocab
         n = len(self.item_tokens)
         wrapped = torch.cat([torch.full((n, 1), v.item_token), self.item_tokens, torch.full((n, 1), v.item_end_token)], 1)
         self.register_buffer("wrapped_tokens", wrapped, persistent=False)
         self.register_buffer("text_tokens", self._text_mask(), persistent=False)
-        if config.stage == "warmup":
-            self.freeze_all_but_new_tokens()
+        self.training_stage.prepare(self)
 
     @classmethod
     def recipe_family(cls, config: OneRecConfig) -> str:
-        return "warmup" if config.stage == "warmup" else "onerec"
+        return cls.stages[config.stage].family
 
     @property
     def history_tokens(self) -> torch.Tensor:
@@ -205,25 +310,19 @@ class OneRecThink(GenerativeRecommender):
         self._keep_rows = keep
 
     def on_train_start(self) -> None:
-        if self.config.stage == "warmup":        # exact: no optimiser state or decay may move a frozen row
-            self._frozen_copy = [w.detach().clone() for w in self._warm]
+        self.training_stage.on_train_start(self)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.config.stage == "warmup":
-            with torch.no_grad():
-                for w, saved in zip(self._warm, self._frozen_copy):
-                    w[~self._keep_rows] = saved[~self._keep_rows].to(w.device)
+        self.training_stage.on_train_batch_end(self)
 
     def on_train_epoch_end(self) -> None:
-        if self.config.stage == "reason" and self.config.refine_rationales:
-            counts = self.refine_rationales(self.reason_sampler.last)
-            self.log("refine_kept", counts["kept"] / max(1, counts["kept"] + counts["dropped"]))
+        self.training_stage.on_train_epoch_end(self)
 
     @torch.no_grad()
     def refine_rationales(self, indices: Sequence[int], batch_size: int = 128) -> dict[str, int]:
         """The official code's refinement loop: for each example, write a rationale (greedy) and beam-search after it;
         if the target is in the beams, the model's rationale replaces the template, otherwise the example is dropped."""
-        data, v = self.reason_data, self.vocab
+        data, v = self.stage_data.dataset, self.vocab
         was_training = self.training
         self.eval()
         kept = dropped = 0
@@ -261,40 +360,10 @@ class OneRecThink(GenerativeRecommender):
         """Items never captioned in training (the same for every stage and seed of one SID table)."""
         return caption_holdout(n_items, self.config.caption_holdout, seed=0)
 
-    def training_examples(self, split: LeaveOneOutSplit, seed: int = 0):
-        """(dataset, sampler) of this stage's training examples."""
-        c, ds = self.config, split.dataset
-        writer = self.writer(ds)
-        if c.stage == "reason":
-            codes = self.sid_table.codes
-            if c.rationale_similarity == "text":
-                from minirec.sids.embeddings import item_embeddings
-                sim = similarity_matrix("text", embeddings=item_embeddings(ds, c.rationale_encoder, verbose=False))
-            else:
-                sim = similarity_matrix(c.rationale_similarity, codes=codes)
-            data = _Reasoning(writer, split.train, list(ds.items["genres"]), sim, c)
-            self.task_names = ("reason",)
-            self.reason_data = data
-            self.reason_sampler = _Subsample(data, c.reason_examples or len(training_windows(split.train, c.max_items)),
-                                             seed)
-            return data, self.reason_sampler
-        windows = training_windows(split.train, c.max_items)
-        if c.stage == "base":
-            tasks, shares = {"sequential": sequential_examples(writer, windows)}, {"sequential": 1.0}
-        else:
-            hidden = set(self.held_out_items(ds.n_items).tolist())
-            shown = [i for i in range(ds.n_items) if i not in hidden]
-            docs = text_corpus(c.language_corpus) if c.language_corpus else [writer.caption(i) for i in shown]
-            tasks = {"persona": persona_examples(writer, split, c.persona_items, hidden),
-                     "sequential": sequential_examples(writer, windows),
-                     "caption": caption_examples(writer, shown),
-                     "language": language_examples(writer, docs)}
-            if len(c.task_mix) != len(TASKS):
-                raise ValueError(f"task_mix needs {len(TASKS)} shares, in the order {TASKS}; got {c.task_mix}")
-            shares = dict(zip(TASKS, c.task_mix))
-        data = ExampleSet(tasks)
-        self.task_names = tuple(data.names)
-        return data, TaskMix(data, shares, c.epoch_size, seed)
+    def training_examples(self, split: LeaveOneOutSplit, seed: int = 0) -> StageData:
+        """What this stage trains on (``Stage.examples``); kept as ``stage_data`` for the stage's hooks."""
+        self.stage_data = self.training_stage.examples(self, split, seed)
+        return self.stage_data
 
     def loss_terms(self, batch) -> dict[str, torch.Tensor]:
         """Token-mean cross-entropy over every labelled token, and the same per task (for the per-task curves)."""
@@ -304,7 +373,7 @@ class OneRecThink(GenerativeRecommender):
                                     reduction="none").view_as(labels)
         counted = (labels != IGNORE).float()
         terms = {"loss": (per_token * counted).sum() / counted.sum().clamp(min=1)}
-        for t, name in enumerate(getattr(self, "task_names", ())):
+        for t, name in enumerate(self.stage_data.task_names if self.stage_data else ()):
             rows = batch["task"] == t
             if rows.any():
                 terms[f"loss_{name}"] = (per_token[rows] * counted[rows]).sum() / counted[rows].sum().clamp(min=1)
@@ -341,8 +410,9 @@ class OneRecThink(GenerativeRecommender):
         c, v, device = self.config, self.vocab, self.wrapped_tokens.device
         width = beam_width or max(c.beam_width, k)
         rows = self.prompts(inputs)
-        n = c.n_rationales if c.stage == "reason" else 1
-        if c.stage == "reason":
+        thinks = self.training_stage.thinks
+        n = c.n_rationales if thinks else 1
+        if thinks:
             temperature = c.rationale_temperature if n > 1 else 0.0
             thoughts = self.write_rationales(rows, n, temperature)
             if rationales is not None:
