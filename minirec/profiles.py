@@ -6,7 +6,10 @@ each field with one default. A profile holds *how* things train: one ``Recipe`` 
 family (epochs, patience, batch size, optimiser, schedule), the seeds, which ablations and
 diagnostics run, and the Lightning ``accelerator`` / ``devices`` / ``precision`` that reach
 every fit. Where a profile needs another architecture (the gpu profile's bigger backbone),
-it says so in ``architecture``, as overrides of the config's defaults.
+it says so in ``architecture``, as overrides of the config's defaults; where it needs other
+amounts of data (fewer training tasks in the smoke profile), in ``data_sizes``. A config marks
+the fields that size its data with ``data_size`` (``data_size_fields`` lists them), so the two
+kinds of override never mix (tested).
 
 - ``smoke``  the tests: every notebook end to end in a minute, on a subset of users; numbers mean nothing.
 - ``course`` the default: every notebook from scratch in at most 10 minutes on 2 CPU cores, one seed.
@@ -67,6 +70,7 @@ class Profile:
     n_boot: int = 2000                      # bootstrap resamples for paired confidence intervals
     umap_epochs: int | None = None          # UMAP optimisation epochs (None = UMAP's default)
     architecture: dict = field(default_factory=dict)  # family -> config overrides (e.g. a bigger backbone)
+    data_sizes: dict = field(default_factory=dict)    # family -> overrides of the config's data_size fields
     ablations: bool = True                  # train S²GR's ablation runs (pause tokens, no alignment)
     diagnostics: bool = False               # train the diagnostic runs of the "why" studies
     kc_sweep: tuple[int, ...] = ()          # S²GR cluster counts tried besides the default (ablation seeds)
@@ -87,8 +91,12 @@ class Profile:
         return self.recipes[family]
 
     def arch(self, family: str) -> dict:
-        """Config overrides this profile asks of a model family (empty: the config's defaults)."""
+        """Architecture overrides this profile asks of a model family (empty: the config's defaults)."""
         return dict(self.architecture.get(family, {}))
+
+    def sizes(self, family: str) -> dict:
+        """Data-size overrides this profile asks of a model family (its config's ``data_size`` fields)."""
+        return dict(self.data_sizes.get(family, {}))
 
     def trainer_kwargs(self) -> dict:
         """The Lightning Trainer options this profile fixes."""
@@ -159,8 +167,8 @@ PROFILES = {
                  "rl": replace(_STUDY["rl"], max_epochs=1, patience=1, batch_size=4),
                  "agent": replace(_STUDY["agent"], max_epochs=1, patience=1, batch_size=8),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=3)},
-        architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1),
-                      "agent": dict(train_per_kind=40, examples_per_epoch=400, val_per_kind=3)}),
+        architecture={"generative": dict(max_items=5), "sasrec": dict(hidden=32, n_layers=1)},
+        data_sizes={"agent": dict(train_per_kind=40, examples_per_epoch=400, val_per_kind=3)}),
     "course": Profile(
         "course", ablations=False, umap_epochs=200, bench_users=128, bench_rounds=2, attention_users=100,
         agent_tasks=40,
@@ -176,7 +184,7 @@ PROFILES = {
                  "agent": replace(_STUDY["agent"], max_epochs=4, patience=2),
                  "quantizer": replace(_STUDY["quantizer"], max_epochs=150)},
         # half the validation episodes per epoch: notebook 11 trains ShopX-mini from scratch within 10 minutes
-        architecture={"agent": dict(val_per_kind=10)}),
+        data_sizes={"agent": dict(val_per_kind=10)}),
     "study": Profile(
         "study", seeds=(0, 1, 2), sasrec_grid=_SASREC_GRID, kc_sweep=(4, 16), diagnostics=True, recipes=_STUDY),
     "gpu": Profile(
@@ -192,6 +200,19 @@ PROFILES = {
         architecture={"generative": dict(backbone="small", max_items=50)}),
 }
 DEFAULT_PROFILE = "course"
+
+
+def data_size(default):
+    """A config field that sizes the data a model trains or validates on (examples per epoch, tasks drawn), not its
+    architecture: a profile overrides it in ``data_sizes``. Its value is part of the config, hence of the checkpoint
+    fingerprint, like every other field."""
+    return field(default=default, metadata={"data_size": True})
+
+
+def data_size_fields(config) -> set[str]:
+    """The names of a config's (class or instance) ``data_size`` fields."""
+    from dataclasses import fields
+    return {f.name for f in fields(config) if f.metadata.get("data_size")}
 
 
 def get_profile(name: str, **overrides) -> Profile:

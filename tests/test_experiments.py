@@ -113,17 +113,28 @@ def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default
     from minirec.reasoning.onerec import OneRecConfig
     from minirec.reasoning.s2gr import S2GRConfig
     from minirec.models.sasrec import SASRecConfig
+    from minirec.profiles import data_size_fields
+    from minirec.reasoning.grpo import GRPOConfig
     readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
                "agent": (ShopXConfig,)}
+    # the fields that size data, not architecture: declared once, on the configs
+    assert data_size_fields(ShopXConfig) == {"train_per_kind", "examples_per_epoch", "val_per_kind", "epoch_size",
+                                             "reason_examples"}
+    assert data_size_fields(GRPOConfig) == {"rl_prompts", "epoch_size", "reason_examples"}
+    assert not data_size_fields(GenRecConfig) and not data_size_fields(SASRecConfig)
     for profile in PROFILES.values():
-        assert set(profile.architecture) <= set(readers), f"{profile.name}: a family no config reads"
-        for family, overrides in profile.architecture.items():
-            for config in readers[family]:
-                defaults = {f.name: f.default for f in fields(config)}
-                unknown = set(overrides) - set(defaults)
-                assert not unknown, f"{profile.name}.{family}: {sorted(unknown)} are not fields of {config.__name__}"
-                repeats = [k for k, v in overrides.items() if defaults[k] == v]
-                assert not repeats, f"{profile.name}.{family} repeats {config.__name__}'s defaults {repeats}"
+        for kind, overrides_by_family in (("architecture", profile.architecture), ("data_sizes", profile.data_sizes)):
+            assert set(overrides_by_family) <= set(readers), f"{profile.name}: a family no config reads"
+            for family, overrides in overrides_by_family.items():
+                for config in readers[family]:
+                    defaults = {f.name: f.default for f in fields(config)}
+                    unknown = set(overrides) - set(defaults)
+                    assert not unknown, f"{profile.name}.{family}: {sorted(unknown)} are not fields of {config.__name__}"
+                    repeats = [k for k, v in overrides.items() if defaults[k] == v]
+                    assert not repeats, f"{profile.name}.{family} repeats {config.__name__}'s defaults {repeats}"
+                    sizing = set(overrides) & data_size_fields(config)
+                    assert sizing == (set(overrides) if kind == "data_sizes" else set()), \
+                        f"{profile.name}.{kind}[{family}] mixes data sizes and architecture: {sorted(overrides)}"
 
 
 def test_reusing_a_checkpoint_trained_in_the_same_process_is_not_logged_as_a_saving(setup, tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ from minirec.agent.protocol import Constraints
 from minirec.data.dataset import EmptyHistoryError, EvalStage, LeaveOneOutSplit, training_windows
 from minirec.models.beam_search import constrained_beam_search
 from minirec.models.sampling import generate_text
+from minirec.profiles import data_size
 from minirec.reasoning.itemic import ExampleSet, TaskMix, left_pad, sequential_examples
 from minirec.reasoning.onerec import OneRecConfig, OneRecThink, Stage, StageData
 
@@ -77,14 +78,14 @@ class ShopXConfig(OneRecConfig):
     stage: str = "shop"
     held_out: float = 0.2                       # share of users whose sessions are never trained on (the evaluation's)
     task_seed: int = 0                          # the user split and the training tasks
-    train_per_kind: int = 400                   # training tasks of each kind (intents.KINDS)
+    train_per_kind: int = data_size(400)        # training tasks of each kind (intents.KINDS)
     shop_mix: tuple = (0.7, 0.2, 0.1)           # shares of action, retrieve, sequential examples (SHOP_TASKS)
-    examples_per_epoch: int = 5000              # drawn by the mix each epoch (OneRec-Think's epoch_size is carried
+    examples_per_epoch: int = data_size(5000)   # drawn by the mix each epoch (OneRec-Think's epoch_size is carried
                                                 # over from the stage it starts from, and unused here)
     context_items: int = 3                      # history items the model reads before it acts (its retrieval reads
                                                 # the last max_items, as every other model's prompt does)
     action_tokens: int = 48                     # longest action written
-    val_per_kind: int = 20                      # held-out shoppers' validation tasks of each kind played after every
+    val_per_kind: int = data_size(20)           # held-out shoppers' validation tasks of each kind played after every
                                                 # epoch: their hit@10 is what early stopping watches
 
 

@@ -182,4 +182,5 @@ class SpecCatalogue:
     def shopx(self) -> RunSpec:
         """ShopX-mini: the aligned OneRec-Think model fine-tuned to act on shopping sessions."""
         from minirec.agent.model import ShopXMini
-        return self.onerec().align.then(SHOPX, ShopXMini, stage="shop", **self.profile.arch("agent"))
+        return self.onerec().align.then(SHOPX, ShopXMini, stage="shop", **self.profile.arch("agent"),
+                                        **self.profile.sizes("agent"))

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minirec.data.dataset import LeaveOneOutSplit, pad_left
 from minirec.models.beam_search import constrained_beam_search, positions_from_mask
+from minirec.profiles import data_size
 from minirec.reasoning.itemic import left_pad
 from minirec.reasoning.onerec import (ItemicDataModule, OneRecConfig, OneRecThink, ReasoningActivation, StageData,
                                       _Reasoning, _Subsample)  # ----------------------------------------------------------------------------- rewards
@@ -119,7 +120,7 @@ class GRPOConfig(OneRecConfig):
     clip: float = 0.2                   # ratio clipping (paper 0.2)
     rl_temperature: float = 1.0         # sampling temperature of the rollouts
     rl_updates: int = 1                 # optimiser steps per batch of rollouts (> 1: the ratio leaves 1, clipping acts)
-    rl_prompts: int = 64                # prompts per epoch (each epoch ends with a validation)
+    rl_prompts: int = data_size(64)     # prompts per epoch (each epoch ends with a validation)
 
 
 @dataclass

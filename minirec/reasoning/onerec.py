@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from minirec.models.backbone import SPECIAL_TOKENS
+from minirec.profiles import data_size
 from minirec.models.beam_search import constrained_beam_search
 from minirec.data.dataset import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
                    training_windows)
@@ -48,7 +49,7 @@ class OneRecConfig(GenRecConfig):
     """A OneRec-Think stage: the architecture of TIGER-mini plus what each stage trains on and how it decodes."""
     stage: str = "base"                         # base | warmup | align | reason
     task_mix: tuple = PAPER_MIX                 # shares of persona, sequential, caption, language (itemic.TASKS)
-    epoch_size: int | None = None               # examples per alignment epoch; None: each sequential window once
+    epoch_size: int | None = data_size(None)    # examples per alignment epoch; None: each sequential window once
     persona_items: int = 10                     # history items interleaved with their titles in task 1
     caption_holdout: float = 0.1                # share of items whose words are never shown next to their SID
     language_corpus: str = ""                   # a UTF-8 file, one document per line; "" = the item captions
@@ -56,7 +57,7 @@ class OneRecConfig(GenRecConfig):
     rationale_encoder: str = DEFAULT_ENCODER
     rationale_k: int = 3                        # most similar history items whose genres the rationale names
     rationale_genres: int = 2                   # genres named in a rationale
-    reason_examples: int | None = None          # (user, target) pairs per reasoning epoch; None: one per window
+    reason_examples: int | None = data_size(None)  # (user, target) pairs per reasoning epoch; None: one per window
     n_rationales: int = 1                       # rationales written per user at inference
     rationale_temperature: float = 0.0          # 0: greedy (one rationale); > 0: sampled
     rationale_tokens: int = 16                  # longest rationale written
