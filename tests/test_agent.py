@@ -231,3 +231,49 @@ def test_a_broken_agent_ends_its_episode_with_errors_counted_and_no_crash(shop):
     h = Harness(catalogue, PopularityBackend(split.train_item_counts()), split.test.histories[0])
     e = run_episode(task, h, Garbage(), max_actions=4)
     assert not e.crashed and e.invalid == e.actions == 4 and e.answer == [] and not e.hit and e.satisfied == 0
+
+
+def test_fuzz_harness_counts_what_a_direct_loop_counts_and_catches_a_crash(shop, monkeypatch):
+    from minirec.agent.fuzz import fuzz_harness
+    catalogue, _ = shop
+    strings = fuzz_actions(catalogue, 200, seed=3)
+    direct = _session(shop)
+    errors = [direct.act(text).error for text in strings]
+    report = fuzz_harness(_session(shop), strings, catalogue.n_items)
+    assert report["strings"] == 200 and report["crashes"] == 0 and report["unknown_items"] == 0
+    assert report["codes"] == {code or "ok": errors.count(code) for code in set(errors)}
+    broken = _session(shop)
+    real_act = broken.act
+
+    def act(text):                                   # a harness bug: one string raises
+        if text == strings[0]:
+            raise RuntimeError("a bug")
+        return real_act(text)
+
+    monkeypatch.setattr(broken, "act", act)
+    assert fuzz_harness(broken, strings[:5], catalogue.n_items)["crashes"] == strings[:5].count(strings[0])
+
+
+def test_the_three_agents_play_the_same_tasks_each_seed_and_their_records_split_by_seed(shop, tmp_path):
+    """``play_agents`` over two seeds (two rankers here; the ShopX-mini slot takes any agent's module); the records
+    hold one value per seed and kind, each the mean over that seed's block of episodes; the comparison is paired."""
+    from minirec.agent import episodes as ep
+    from minirec.experiments.results import ResultsTable
+    catalogue, split = shop
+    tasks = make_tasks(catalogue, split, np.arange(60), per_kind=2, seed=4)
+    rankers = [Popularity(split), Popularity(split)]
+    played = {ep.TOOL_AGENT: ep.play(tasks, RuleAgent(catalogue.vocabulary), catalogue,
+                                     RankerBackend(rankers[0], catalogue.n_items), split.test.histories) * 2}
+    played["other"] = list(played[ep.TOOL_AGENT])                     # the same episodes: no difference
+    table = ResultsTable(tmp_path)
+    ep.record_episodes(table, "ml-100k", played, (0, 1), "smoke", KINDS)
+    row = table.get("ml-100k", f"{ep.TOOL_AGENT} · all", "hit@10", "agent", "smoke")
+    first = played[ep.TOOL_AGENT][:len(tasks)]
+    assert row["seeds"] == [0, 1] and row["values"][0] == pytest.approx(np.mean([e.hit for e in first]))
+    with pytest.raises(ValueError, match="do not split into 2 seeds"):
+        ep.record_episodes(table, "ml-100k", {"odd": first[:-1]}, (0, 1), "smoke", KINDS)
+    verdicts = ep.compare_agents(table, "ml-100k", played, ep.TOOL_AGENT, ["other"], "smoke", n_boot=50)
+    assert {v["kind"] for v in verdicts} == {*KINDS, "all"} and all(v["difference"] == 0 for v in verdicts)
+    assert len([c for c in table.comparisons if c["a"].startswith(ep.TOOL_AGENT)]) == len(verdicts)
+    with pytest.raises(ValueError, match="one ranker per ShopX-mini seed"):
+        ep.play_agents(tasks, [None], rankers, catalogue, split.test.histories)

@@ -175,3 +175,19 @@ def test_a_short_fine_tune_learns_to_write_the_intended_actions(shop, small, tmp
     assert parses(after) >= 0.6 > parses(before)
     assert same_name(after) >= 0.6 > same_name(before)
     assert exact(after) > exact(before)
+
+
+def test_action_agreement_scores_every_turn_against_the_intended_action(shop, small, monkeypatch):
+    from minirec.agent.model import action_agreement
+    catalogue, split = shop
+    _, model = small
+    tasks = make_tasks(catalogue, split, np.arange(100), per_kind=1, seed=6, stage=split.valid)
+    turns = sum(len(t.turns) for t in tasks)
+    rows = action_agreement([model], tasks, split.valid)
+    assert len(rows) == turns and {r["kind"] for r in rows} == set(KINDS)
+    # a model that writes exactly the intended action agrees everywhere; one that writes nonsense nowhere
+    script = iter([intended_action(task, turn) for task in tasks for turn in range(len(task.turns))])
+    monkeypatch.setattr(model, "write_action", lambda *args, **kwargs: next(script))
+    assert all(r["parses"] and r["exact"] and r["same action"] for r in action_agreement([model], tasks, split.valid))
+    monkeypatch.setattr(model, "write_action", lambda *args, **kwargs: "not an action")
+    assert not any(r["parses"] or r["same action"] for r in action_agreement([model], tasks, split.valid))

@@ -632,3 +632,36 @@ def test_run_reports_which_checkpoints_it_trained_and_which_it_reused(setup, tmp
     again = run(second, split, profile, runs_dir=tmp_path, verbose=False)
     assert [(e.label, e.trained) for e in again.report] == [("TIGER-mini, stage 2", False)]
     assert again.report[0].seconds == pytest.approx(first.fits[0].seconds) and again.report[0].folder == first.report[1].folder
+
+
+def test_run_many_trains_records_and_skips_as_asked(setup, tmp_path, capsys):
+    from minirec.experiments.results import ResultsTable
+    from minirec.experiments.runner import run_many
+    split, _, spec, profile = setup
+    table = ResultsTable(tmp_path / "figs")
+    a, b = spec.variant("A"), spec.variant("B", max_items=4)
+    assert run_many([a, b], split, profile, enabled=False, table=table, dataset="synthetic") == {}
+    assert "skips these runs" in capsys.readouterr().out and not table.records
+    out = run_many({"x": a, "y": b}, split, profile, table=table, dataset="synthetic", unrecorded=("B",))
+    assert list(out) == ["A", "B"] and all(r.fits for r in out.values())
+    assert table.get("synthetic", "A", "ndcg@10", profile=profile.name)["values"] == out["A"].per_seed["ndcg@10"]
+    assert table.get("synthetic", "B", "ndcg@10", profile=profile.name) is None
+
+
+def test_the_why_notebooks_diagnostics_come_from_the_catalogue(synthetic, synthetic_sids):
+    from minirec.experiments.specs import ALIGN_VARIANTS, S2GR_MIXED, S2GR_PAUSE, SpecCatalogue
+    profile = get_profile("study")
+    book = SpecCatalogue(synthetic, profile, synthetic_sids)
+    long, deep = book.tiger_diagnostics(4)
+    assert long.config.max_items == max(50, 2 * book.tiger().config.max_items) and long.seeds == (0,)
+    assert deep.label == "TIGER-mini (4 layers)" and deep.config.backbone_overrides["num_hidden_layers"] == 4
+    assert book.s2gr_depth_checks(4)[2] == deep             # 05b's and 06b's deeper TIGER-mini: one checkpoint
+    assert [s.label for s in book.s2gr_ablations()] == [S2GR_PAUSE, "S²GR-mini (no alignment)", S2GR_MIXED]
+    assert book.s2gr_ablations()[1] == book.s2gr("S²GR-mini (no alignment)")
+    assert all(s.seeds == (0,) for s in book.s2gr_scale_checks())
+    variants = book.alignment_variants()
+    assert {name: s.label for name, s in variants.items()} == ALIGN_VARIANTS
+    assert all(s.seeds == tuple(profile.ablation_seeds) for s in variants.values())
+    assert variants["caption-heavy mix"].parent.config.task_mix == (0.2, 0.5, 0.2, 0.1)
+    assert variants["no warm-up"].parent is None and variants["no warm-up"].config.stage == "align"   # from scratch
+    assert variants["paper's mix (headline)"].config == book.onerec().align.config

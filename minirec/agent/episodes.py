@@ -158,3 +158,64 @@ def compare_episodes(a: Sequence[Episode], b: Sequence[Episode], score: str = "h
            for kind in dict.fromkeys(kinds.tolist())}
     out["all"] = paired_bootstrap(sa, sb, score, n_boot, seed)
     return out
+
+
+# ----------------------------------------------------------------------------- notebook 11's comparison
+SHOPX_AGENT = "ShopX-mini"
+TOOL_AGENT = "tool-mediated (rules + SASRec)"
+HYBRID_AGENT = "ShopX-mini actions + SASRec retrieval"
+
+
+def play_agents(tasks: Sequence[Task], shop_modules: Sequence, ranker_modules: Sequence, catalogue,
+                histories: Sequence, k: int = 10) -> dict[str, list[Episode]]:
+    """The three agents of notebook 11, each seed's models on the same tasks (seed 0's episodes first): ShopX-mini
+    (its actions, its own SID retrieval), the tool-mediated baseline (``RuleAgent`` over the ranker, e.g. SASRec),
+    and ShopX-mini's actions served by the ranker (what its retrieval adds)."""
+    from minirec.agent.harness import RankerBackend
+    from minirec.agent.model import ModelBackend, ShopXAgent
+
+    if len(shop_modules) != len(ranker_modules):
+        raise ValueError(f"one ranker per ShopX-mini seed: {len(shop_modules)} against {len(ranker_modules)}")
+    out = {SHOPX_AGENT: [], TOOL_AGENT: [], HYBRID_AGENT: []}
+    for shop, ranker in zip(shop_modules, ranker_modules):
+        ranked = RankerBackend(ranker, catalogue.n_items)
+        out[SHOPX_AGENT] += play(tasks, ShopXAgent(shop), catalogue, ModelBackend(shop), histories, k)
+        out[TOOL_AGENT] += play(tasks, RuleAgent(catalogue.vocabulary), catalogue, ranked, histories, k)
+        out[HYBRID_AGENT] += play(tasks, ShopXAgent(shop), catalogue, ranked, histories, k)
+    return out
+
+
+def record_episodes(table, dataset: str, by_agent: dict[str, Sequence[Episode]], seeds: Sequence[int],
+                    profile: str, kinds: Sequence[str]) -> None:
+    """Per agent and task kind (and "all"), one ``agent`` record of each seed's hit@10, constraint satisfaction,
+    invalid actions and crashes (the episodes are ``len(seeds)`` equal blocks of tasks, in seed order)."""
+    seeds = list(seeds)
+    with table.writing_once():
+        for name, played in by_agent.items():
+            if len(played) % len(seeds):
+                raise ValueError(f"{name}: {len(played)} episodes do not split into {len(seeds)} seeds")
+            n = len(played) // len(seeds)
+            for kind in [*kinds, "all"]:
+                by_seed = [[e for e in played[s * n:(s + 1) * n] if kind in ("all", e.task.kind)]
+                           for s in range(len(seeds))]
+                table.record(dataset, f"{name} · {kind}",
+                             {"hit@10": [np.mean([e.hit for e in eps]) for eps in by_seed],
+                              "satisfied": [np.mean([e.satisfied for e in eps]) for eps in by_seed],
+                              "invalid": [np.mean([e.invalid for e in eps]) for eps in by_seed],
+                              "crashes": [sum(e.crashed for e in eps) for eps in by_seed]},
+                             profile, seeds=seeds, table="agent", notes=f"{len(by_seed[0])} tasks per seed")
+
+
+def compare_agents(table, dataset: str, by_agent: dict[str, Sequence[Episode]], agent: str, others: Sequence[str],
+                   profile: str, score: str = "hit", n_boot: int = 2000) -> list[dict]:
+    """Paired bootstraps of ``agent`` against each of ``others`` on the same episodes, per task kind and over all;
+    recorded in the results table, and returned as rows (the verdict table notebook 11 shows)."""
+    rows = []
+    with table.writing_once():
+        for other in others:
+            for kind, res in compare_episodes(by_agent[agent], by_agent[other], score, n_boot=n_boot).items():
+                table.compare(dataset, f"{agent} · {kind}", f"{other} · {kind}", res, profile)
+                rows.append({"against": other, "kind": kind, agent: res.mean_a, "other": res.mean_b,
+                             "difference": res.diff, "95% interval": f"[{res.low:+.3f}, {res.high:+.3f}]",
+                             "beyond noise": res.significant})
+    return rows

@@ -41,3 +41,20 @@ def fuzz_actions(catalogue: Catalogue, n: int = 1000, seed: int = 0) -> list[str
             text = json.dumps(obj)
         out.append(text)
     return out
+
+
+def fuzz_harness(harness, strings, n_items: int) -> dict:
+    """Every string acted on by ``harness``: how many raised (a crash: must be none), how many results showed an
+    item outside the catalogue (must be none), and each error code's count ("ok" for accepted actions)."""
+    from collections import Counter
+
+    codes, crashes, bad_items = Counter(), 0, 0
+    for text in strings:
+        try:
+            result = harness.act(text)
+        except Exception:
+            crashes += 1
+            continue
+        codes[result.error or "ok"] += 1
+        bad_items += sum(not 0 <= i < n_items for i in result.items)
+    return {"strings": len(strings), "crashes": crashes, "unknown_items": bad_items, "codes": dict(codes.most_common())}

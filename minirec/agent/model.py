@@ -283,3 +283,27 @@ class ShopXAgent:
             self.retried = True
             return self.module.write_action(harness.history, harness.state.constraints, self.utterance, last.message)
         return json.dumps({"action": "ask", "question": "Could you say that another way?"})
+
+
+def action_agreement(modules: Sequence[ShopXMini], tasks: Sequence[Task], stage: EvalStage) -> list[dict]:
+    """For every model and every turn of every task: does the action it writes parse, is it exactly the intended
+    action, and is it the same kind of action? (Each turn starts from the state the intended action would have left,
+    so one wrong turn does not spoil the next.) ``stage``: where the shoppers' histories are (validation)."""
+    from minirec.agent.protocol import parse_action
+
+    row_of = {int(u): r for r, u in enumerate(stage.users)}
+    rows = []
+    for module in modules:
+        for task in tasks:
+            wanted = Constraints()
+            for turn, t in enumerate(task.turns):
+                text = module.write_action(stage.histories[row_of[task.user]], wanted, t.text)
+                intended = parse_action(intended_action(task, turn))
+                try:
+                    written = parse_action(text)
+                except ValueError:
+                    written = None
+                rows.append({"kind": task.kind, "parses": written is not None, "exact": written == intended,
+                             "same action": written is not None and written.name == intended.name})
+                wanted = wanted.merged(t.wants)
+    return rows

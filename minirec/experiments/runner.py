@@ -290,6 +290,26 @@ def choose_on_validation(candidates: dict[Any, SeedRuns]) -> Any:
     return decided.chosen
 
 
+def run_many(specs, split: LeaveOneOutSplit, profile: Profile, retrain: bool = False, *,
+             enabled: bool = True, table: ResultsTable | None = None, dataset: str | None = None,
+             notes: str = "", unrecorded: tuple[str, ...] = ()) -> dict[str, SeedRuns]:
+    """Train (or reuse) each spec and print its summary; with ``table``, record each under its label (but the
+    ``unrecorded`` labels: runs recorded elsewhere, e.g. a headline trained again on other seeds). ``enabled``
+    False (a profile without these runs): train nothing, and say which runs the study profile would train.
+    Returns label -> runs."""
+    specs = list(specs.values()) if isinstance(specs, dict) else list(specs)
+    if not enabled:
+        print(f"profile {profile.name!r} skips these runs; profile = 'study' trains: {[s.label for s in specs]}")
+        return {}
+    out = {}
+    for spec in specs:
+        out[spec.label] = runs = run(spec, split, profile, retrain)
+        if table is not None and spec.label not in unrecorded:
+            record(table, dataset, runs, profile, notes=notes)
+        print(runs.summary())
+    return out
+
+
 def record(table: ResultsTable, dataset: str, runs: SeedRuns, profile: Profile, notes: str = "", *,
            method: str | None = None, variant: str | None = None, chosen: str | None = None) -> None:
     """Upsert a run's test ranking metrics (mean ± std over its seeds) under its label (or under ``method``, with

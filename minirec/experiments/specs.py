@@ -34,6 +34,10 @@ ALIGN, REASON = "OneRec-Think + itemic alignment", "OneRec-Think + alignment + r
 ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
 RL = "OneRec-Think + RL"                            # a GRPO setting's label is RL (its variant): ``grpo_label``
 SHOPX = "ShopX-mini"
+S2GR_PAUSE, S2GR_MIXED = "S²GR-mini (pause tokens)", "S²GR-mixed"      # notebook 06's ablations
+ALIGN_VARIANTS = {"paper's mix (headline)": ALIGN,                       # notebook 07's alignment ablations
+                  "caption-heavy mix": "OneRec-Think + itemic alignment (caption-heavy mix)",
+                  "no warm-up": "OneRec-Think + itemic alignment (no warm-up)"}
 
 class Setting(NamedTuple):
     """One setting of a method tried on validation: what sets it apart (a results row's variant) and the config
@@ -149,6 +153,57 @@ class SpecCatalogue:
         if setting not in S2GR_SETTINGS:
             raise ValueError(f"unknown S²GR-mini setting {setting!r}; choose from {[S2GR, *S2GR_SETTINGS]}")
         return headline.variant(setting, **S2GR_SETTINGS[setting].changes)
+
+    def s2gr_ablations(self, labels: tuple[str, ...] = (S2GR_PAUSE, "S²GR-mini (no alignment)", S2GR_MIXED)
+                       ) -> list[RunSpec]:
+        """Notebook 06's ablations of the method's form (every seed): pause tokens instead of thinking steps (no
+        level vectors, no alignment), no alignment, and mixed targets (4 of a batch's targets get a thinking branch,
+        the rest plain next-SID loss)."""
+        headline = self.s2gr()
+        made = {S2GR_PAUSE: headline.variant(S2GR_PAUSE, thinking="pause"),
+                S2GR_MIXED: headline.variant(S2GR_MIXED, think_targets=4, plain_weight=1.0)}
+        return [made[label] if label in made else self.s2gr(label) for label in labels]
+
+    # ------------------------------------------------------------------------- the "why" notebooks' diagnostics
+    def tiger_diagnostics(self, deep_layers: int) -> list[RunSpec]:
+        """Notebook 05b, on the first seed: TIGER-mini with longer windows (max(50, 2x) items) and with
+        ``deep_layers`` layers (twice the backbone's, in the notebook)."""
+        tiger, first = self.tiger(), self.seeds[:1]
+        long_items = max(50, 2 * tiger.config.max_items)
+        return [tiger.variant(f"TIGER-mini ({long_items}-item windows)", max_items=long_items, seeds=first),
+                self._deeper(tiger, f"TIGER-mini ({deep_layers} layers)", deep_layers)]
+
+    def s2gr_scale_checks(self) -> list[RunSpec]:
+        """Notebook 06b, on the first seed: the feedback-scale settings (normed feedback, level vectors at the hidden
+        state's scale)."""
+        return [self.s2gr(setting).variant(setting, seeds=self.seeds[:1])
+                for setting in ("S²GR-mini, normed feedback", "S²GR-mini, level vectors at hidden scale")]
+
+    def s2gr_depth_checks(self, deep_layers: int) -> list[RunSpec]:
+        """Notebook 06b, on the first seed: S²GR-mini with the first-step regulariser, and S²GR-mini and TIGER-mini
+        with ``deep_layers`` layers."""
+        s2gr = self.s2gr()
+        return [s2gr.variant("S²GR-mini, first-step regulariser", reg_weight=1.0, seeds=self.seeds[:1]),
+                self._deeper(s2gr, f"S²GR-mini, {deep_layers} layers", deep_layers),
+                self._deeper(self.tiger(), f"TIGER-mini ({deep_layers} layers)", deep_layers)]
+
+    def _deeper(self, spec: RunSpec, label: str, layers: int) -> RunSpec:
+        overrides = dict(spec.config.backbone_overrides, num_hidden_layers=layers)
+        return spec.variant(label, seeds=self.seeds[:1], backbone_overrides=overrides)
+
+    def alignment_variants(self) -> dict[str, RunSpec]:
+        """Notebook 07's ablations of the alignment recipe (``ALIGN_VARIANTS``, on the profile's ablation seeds): the
+        paper's task mix (the headline), a caption-heavy mix (warm-up and alignment), and alignment trained from scratch
+        (no Base, no warm-up)."""
+        chain = self.onerec()
+        made = {ALIGN: chain.align,
+                ALIGN_VARIANTS["caption-heavy mix"]:
+                    chain.base.variant("OneRec-Think warm-up (caption-heavy mix)", stage="warmup",
+                                       task_mix=(0.2, 0.5, 0.2, 0.1))
+                    .then(ALIGN_VARIANTS["caption-heavy mix"], stage="align"),
+                ALIGN_VARIANTS["no warm-up"]: chain.base.variant(ALIGN_VARIANTS["no warm-up"], stage="align")}
+        seeds = tuple(self.profile.ablation_seeds)
+        return {name: made[label].variant(label, seeds=seeds) for name, label in ALIGN_VARIANTS.items()}
 
     # ------------------------------------------------------------------------- OneRec-Think
     def onerec(self) -> OneRecChain:

@@ -176,9 +176,9 @@ def stage_diagnostics(module, split) -> dict:
         return {}
     ds = split.dataset
     module.eval()
-    out = {"captions": {group: {k: float(v.mean()) for k, v in
-                                itemic.caption_scores(module.caption(items.tolist()), ds, items).items()}
-                        for group, items in itemic.caption_groups(ds.n_items, module.config.caption_holdout).items()}}
+    groups = itemic.caption_groups(ds.n_items, module.config.caption_holdout)
+    out = {"captions": {group: scores for (_, group), scores in
+                        itemic.caption_report({"stage": module}, ds, groups, floor=False).items()}}
     if module.training_stage.thinks:
         _, rationales = recommend(module, split.test, k=10)
         agree = genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
@@ -352,16 +352,23 @@ def epoch_mean(piece: Piece, key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def record_captions(table: ResultsTable, dataset: str, scores: dict[tuple[str, str], list[dict]], profile: str,
+                    seeds: list[int], notes: str = "") -> None:
+    """One ``stage_diagnostics`` row per (model, item group): each caption score over ``seeds`` (``scores``: (model,
+    group) -> one dict of scores per seed). The notebooks and the study record captions through it."""
+    for (name, group), per_seed in scores.items():
+        table.record(dataset, f"{name}: captions of {group}", {k: [row[k] for row in per_seed] for k in per_seed[0]},
+                     profile, seeds=seeds, table="stage_diagnostics", notes=notes)
+
+
 def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: ResultsTable, dataset: str,
                              profile: Profile) -> None:
     """The captions and rationales ``stage_diagnostics`` measured, one row per (stage, item group), over seeds."""
     seeds = [s for s in sorted(by_seed) if "captions" in by_seed[s].meta]
     if not seeds:
         return
-    for group in by_seed[seeds[0]].meta["captions"]:
-        scores = [by_seed[s].meta["captions"][group] for s in seeds]
-        table.record(dataset, f"{label}: captions of {group}", {k: [row[k] for row in scores] for k in scores[0]},
-                     profile.name, seeds=seeds, table="stage_diagnostics")
+    record_captions(table, dataset, {(label, group): [by_seed[s].meta["captions"][group] for s in seeds]
+                                     for group in by_seed[seeds[0]].meta["captions"]}, profile.name, seeds)
     seeds = [s for s in seeds if "rationales" in by_seed[s].meta]
     if seeds:
         table.record(dataset, f"{label}: test rationales",
@@ -378,9 +385,9 @@ def record_caption_floor(ds, table: ResultsTable, profile: Profile) -> None:
     from minirec.reasoning.onerec import OneRecConfig
 
     common, floor = caption_floor(ds, caption_groups(ds.n_items, OneRecConfig.caption_holdout))
-    for group, scores in floor.items():
-        table.record(ds.name, f"always '{common}' (no model): captions of {group}", {k: [v] for k, v in scores.items()},
-                     profile.name, seeds=[0], table="stage_diagnostics", notes="the same for every seed")
+    record_captions(table, ds.name, {(f"always '{common}' (no model)", group): [scores]
+                                     for group, scores in floor.items()}, profile.name, [0],
+                    notes="the same for every seed")
 
 
 def record_choice(grid: Grid, fresh: dict[str, dict[int, Piece]], table: ResultsTable, dataset: str,

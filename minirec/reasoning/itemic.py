@@ -174,6 +174,21 @@ def caption_floor(dataset: SequenceDataset, groups: dict[str, np.ndarray]) -> tu
                     for group, items in groups.items()}
 
 
+def caption_report(models: dict, dataset: SequenceDataset, groups: dict[str, np.ndarray], floor: bool = True) -> dict:
+    """Mean caption scores (``caption_scores``) of each model (name -> a module with ``caption``) on each item group,
+    then (``floor``) of the floor (``caption_floor``), as {(name, group): {score: mean}}: one table of notebook 07's,
+    and what the study keeps of each stage piece."""
+    rows = {}
+    for name, model in models.items():
+        for group, items in groups.items():
+            scores = caption_scores(model.caption(items.tolist()), dataset, items)
+            rows[name, group] = {k: float(v.mean()) for k, v in scores.items()}
+    if floor:
+        common, floors = caption_floor(dataset, groups)
+        rows.update({(f"always '{common}' (no model)", group): scores for group, scores in floors.items()})
+    return rows
+
+
 def tokenizer_corpus(dataset: SequenceDataset) -> list[str]:
     """Every text the tasks and rationales write, for training a from-scratch BPE tokeniser."""
     from minirec.reasoning.rationales import rationale_text
