@@ -130,7 +130,7 @@ def torch_device(accelerator: str) -> torch.device:
 
 _SASREC_GRID = ({"dropout": 0.2}, {"dropout": 0.5})
 
-# The study recipes. The study rows recorded before the study pieces (minirec/experiments/study.py) trained the SID decoders with
+# The study recipes. The study rows recorded before the study pieces (minirec/experiments/study/) trained the SID decoders with
 # the first study's generative recipe: max_epochs 25, cosine with horizon_steps 20,000.
 _STUDY = {
     "sasrec": Recipe(max_epochs=200, patience=10, batch_size=128, lr=1e-3),

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from minirec.agent import Constraints, Harness, parse_action
 from minirec.agent.episodes import run_episode
-from minirec.agent.intents import KINDS, make_tasks, training_stage, user_split
+from minirec.agent.intents import KINDS, make_tasks, user_split
 from minirec.agent.model import ModelBackend, ShopXAgent, ShopXConfig, ShopXMini, intended_action
 from minirec.data.dataset import leave_one_out
 from minirec.reasoning import itemic

@@ -6,11 +6,10 @@ import torch
 from minirec.models.backbone import tiny_config
 from minirec.models.beam_search import brute_force_scores
 from minirec.reasoning import itemic
-from minirec.data.dataset import (DataFormatError, EmptyHistoryError, UnknownItemError, leave_one_out, pad_left,
-                          training_windows)
-from minirec.experiments.runner import RunSpec, checkpoint_dir, fingerprint, run
+from minirec.data.dataset import DataFormatError, EmptyHistoryError, UnknownItemError, pad_left, training_windows
+from minirec.experiments.runner import checkpoint_dir, fingerprint
 from minirec.profiles import get_profile, with_recipe
-from minirec.reasoning.onerec import OneRecConfig, OneRecThink, merge_candidates
+from minirec.reasoning.onerec import merge_candidates
 from minirec.reasoning.rationales import (genre_agreement, genres_in, rationale_genres, rationale_text, reasoning_positions,
                                similarity_matrix)
 from minirec.models.sampling import generate_text

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

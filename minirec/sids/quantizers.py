@@ -24,6 +24,7 @@ with ``codes`` of shape (n_items, levels):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import lightning as L
@@ -304,7 +305,7 @@ def make_quantizer(name: str, profile: Profile, levels: int = 3, codebook_size: 
     return QUANTIZERS[name](config, profile.recipe("quantizer"), **trainer)
 
 
-def sid_cache_path(dataset, quantizer, profile: Profile, encoder: str) -> "Path":
+def sid_cache_path(dataset, quantizer, profile: Profile, encoder: str) -> Path:
     """Where a SID table is cached: ``<cache>/sids/<dataset>_<quantiser>_L<L>_K<K>_s<seed>-<digest>.npz``, the digest
     covering everything that makes the table (the quantiser's settings and recipe, the encoder, the Trainer's
     precision), so tables made under two profiles never overwrite each other."""
