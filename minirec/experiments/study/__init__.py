@@ -14,7 +14,7 @@ validation -> test gap and the per-epoch training cost into the results table::
     python -m minirec.experiments.study --model OneRec-base --model OneRec-align --model OneRec-reason --seed 0
     python -m minirec.experiments.study --model OneRec-RL --seed 0      # every GRPO setting of notebook 09's study grid
     python -m minirec.experiments.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
-    python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: alignment without plateau cuts
+    python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: no plateau cuts
     python -m minirec.experiments.study --assemble                      # the table from the pieces there are
 
 Settings are chosen on validation among the pieces, by one rule for every grid the catalogue lists (``specs.grids``:

@@ -273,7 +273,8 @@ def recorded_choice(table: ResultsTable, dataset: str, profile: str = "study",
 class RecordedChoice(NamedTuple):
     frame: object                   # a pandas DataFrame, one row per setting
     tiger_test: float | None        # TIGER-mini's test NDCG@10, for scale
-    seed_sd: float | None           # the pooled seed-to-seed sd of the candidates' validation scores (``choice.seed_noise``)
+    seed_sd: float | None           # the pooled seed-to-seed sd of the candidates' validation scores
+                                    # (``choice.seed_noise``)
 
 
 def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"):
