@@ -665,3 +665,29 @@ def test_the_why_notebooks_diagnostics_come_from_the_catalogue(synthetic, synthe
     assert variants["caption-heavy mix"].parent.config.task_mix == (0.2, 0.5, 0.2, 0.1)
     assert variants["no warm-up"].parent is None and variants["no warm-up"].config.stage == "align"   # from scratch
     assert variants["paper's mix (headline)"].config == book.onerec().align.config
+
+
+def test_seed_runs_restricted_to_some_seeds_keep_only_theirs(setup):
+    from types import SimpleNamespace
+    from minirec.experiments.runner import SeedRuns
+    _, _, spec, _ = setup
+    users = {s: {"ndcg@10": np.full(4, float(s))} for s in (0, 1, 2)}
+    runs = SeedRuns(spec, [SimpleNamespace(best_val_ndcg10=0.1 * s) for s in (0, 1, 2)], {"ndcg@10": [0.0, 1.0, 2.0]},
+                    {"ndcg@10": np.ones(4)}, users)
+    two = runs.of_seeds((2, 0, 7))
+    assert two.seeds == (0, 2) and two.val_ndcg10 == [0.0, pytest.approx(0.2)] and two.per_seed["ndcg@10"] == [0.0, 2.0]
+    assert (two.per_user["ndcg@10"] == 1.0).all() and two.label == runs.label
+    with pytest.raises(ValueError, match="has none of the seeds"):
+        runs.of_seeds((5,))
+
+
+def test_the_kc_sweep_comes_from_the_catalogue(synthetic, synthetic_sids):
+    from minirec.experiments.specs import SpecCatalogue
+    from minirec.reasoning.s2gr import S2GRConfig
+    profile = get_profile("study")
+    sweep = SpecCatalogue(synthetic, profile, synthetic_sids).s2gr_kc_sweep()
+    expected = [kc for kc in profile.kc_sweep if kc != S2GRConfig.n_clusters and kc <= profile.sids.codebook_size]
+    assert [s.config.n_clusters for s in sweep] == expected and expected
+    assert all(s.label == f"S²GR-mini Kc={s.config.n_clusters}" and s.seeds == tuple(profile.ablation_seeds)
+               for s in sweep)
+

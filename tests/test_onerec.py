@@ -350,3 +350,16 @@ def test_a_stage_study_piece_measures_its_captions_and_rationales(setup, trained
     reasoned = study.stage_diagnostics(trained["reason"].module, split)["rationales"]
     assert reasoned["users"] == len(split.test) and 1 <= reasoned["distinct"] <= len(split.test)
     assert 0 <= reasoned["names every target genre"] <= reasoned["names a target genre"] <= 1
+
+
+def test_sampled_evaluation_is_seeded_and_puts_the_greedy_decoding_back(setup, trained):
+    from minirec.metrics import evaluate
+    from minirec.reasoning.onerec import evaluate_sampled
+    split, *_ = setup
+    module = trained["reason"].module
+    first = evaluate_sampled({3: module}, split.test, n_rationales=2, temperature=1.0)
+    again = evaluate_sampled({3: module}, split.test, n_rationales=2, temperature=1.0)
+    assert list(first) == [3] and all((first[3][m] == again[3][m]).all() for m in first[3])      # seeded
+    assert module.config.n_rationales == 1 and module.config.rationale_temperature == 0.0
+    greedy = evaluate(module, split.test)
+    assert set(first[3]) == set(greedy)

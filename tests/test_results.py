@@ -85,3 +85,13 @@ def test_a_step_writes_the_results_files_once_and_a_failed_step_writes_nothing(t
             t.record("ml", "C", {"ndcg@10": [0.3]}, "cpu", seeds=[0])
             raise RuntimeError("the step fails")
     assert len(writes) == 2 and json.loads((tmp_path / "results.json").read_text()) == on_disk
+
+
+def test_record_many_writes_every_row_once(tmp_path, monkeypatch):
+    from minirec.experiments.results import ResultsTable
+    table = ResultsTable(tmp_path)
+    saves = []
+    monkeypatch.setattr(table, "save", lambda: saves.append(len(table.records)))
+    table.record_many("d", {"a": {"x": [1.0, 3.0]}, "b": {"x": [2.0, 2.0], "y": [0.0, 1.0]}}, "smoke", seeds=[0, 1],
+                      table="t")
+    assert saves == [3] and table.get("d", "a", "x", "t")["mean"] == 2.0 and table.get("d", "b", "y", "t")["seeds"] == [0, 1]

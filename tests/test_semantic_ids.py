@@ -122,3 +122,21 @@ def test_sid_cache_path_covers_everything_that_makes_the_table(synthetic):
     assert sid_cache_path(synthetic, make_quantizer("CoBa", bf16), bf16, "all-MiniLM-L6-v2") != coba["course"]
     # the SID table every later notebook and the study read is named once, in the profile
     assert course.sids == study.sids == SIDConfig() and SIDConfig().quantizer == "CoBa"
+
+
+def test_every_quantizer_is_built_per_seed_with_distinct_sids_and_cached_under_its_settings(synthetic, tmp_path,
+                                                                                            monkeypatch):
+    from minirec.data.dataset import leave_one_out
+    from minirec.data.synthetic import planted_embeddings
+    from minirec.profiles import get_profile
+    from minirec.sids.quantizers import QUANTIZERS, build_every_quantizer, make_quantizer, sid_cache_path
+    monkeypatch.setenv("MINIREC_CACHE_DIR", str(tmp_path))
+    profile = get_profile("smoke")
+    quantizers, tables = build_every_quantizer(synthetic, planted_embeddings(synthetic), leave_one_out(synthetic),
+                                               profile, (0, 1), levels=2, codebook_size=4, encoder="planted")
+    assert set(tables) == {0, 1} and all(set(t) == set(QUANTIZERS) for t in tables.values())
+    for seed, by_name in tables.items():
+        for name, table in by_name.items():
+            assert len({tuple(c) for c in table.codes}) == synthetic.n_items
+            assert sid_cache_path(synthetic, make_quantizer(name, profile, 2, 4, seed=seed), profile, "planted").exists()
+    assert not (tables[0]["CoBa"].codes == tables[1]["CoBa"].codes).all()      # another seed, another table

@@ -77,6 +77,14 @@ class ResultsTable:
             self.records = _upsert(self.records, row, RECORD_KEY)
         self._changed()
 
+    def record_many(self, dataset: str, rows: dict[str, dict[str, Iterable[float]]], profile: str,
+                    seeds: Iterable[int], table: str = "ranking", notes: str = "") -> None:
+        """``record`` for several methods over the same seeds (method -> metric -> per-seed values), written once."""
+        seeds = list(seeds)
+        with self.writing_once():
+            for method, per_seed in rows.items():
+                self.record(dataset, method, per_seed, profile, seeds, table=table, notes=notes)
+
     def compare(self, dataset: str, a: str, b: str, result: BootstrapResult, profile: str, *,
                 group: str | None = None, protocol_a: str | None = None, protocol_b: str | None = None,
                 variant_a: str | None = None, chosen_a: str | None = None, variant_b: str | None = None,

@@ -164,6 +164,13 @@ class SpecCatalogue:
                 S2GR_MIXED: headline.variant(S2GR_MIXED, think_targets=4, plain_weight=1.0)}
         return [made[label] if label in made else self.s2gr(label) for label in labels]
 
+    def s2gr_kc_sweep(self) -> list[RunSpec]:
+        """Notebook 06's sweep of the codeword-cluster count Kc (the profile's ``kc_sweep`` besides the default, at
+        most the codebook size), on the profile's ablation seeds."""
+        s2gr = self.s2gr()
+        return [s2gr.variant(f"S²GR-mini Kc={kc}", n_clusters=kc, seeds=tuple(self.profile.ablation_seeds))
+                for kc in self.profile.kc_sweep if kc != s2gr.config.n_clusters and kc <= self.profile.sids.codebook_size]
+
     # ------------------------------------------------------------------------- the "why" notebooks' diagnostics
     def tiger_diagnostics(self, deep_layers: int) -> list[RunSpec]:
         """Notebook 05b, on the first seed: TIGER-mini with longer windows (max(50, 2x) items) and with

@@ -519,3 +519,21 @@ def recommend(module: OneRecThink, stage, k: int = 20, batch_size: int = 256) ->
     for x, exclude, _ in stage_batches(stage, module.config.max_items, batch_size, module.wrapped_tokens.device):
         items.append(module.beam_search(x, exclude, k, max(module.config.beam_width, k), rationales=rationales)[0])
     return torch.cat(items).cpu().numpy(), rationales
+
+
+def evaluate_sampled(fits, stage, n_rationales: int, temperature: float) -> dict[int, dict[str, np.ndarray]]:
+    """Each seed's reasoning model (``fits``: seed -> a module) evaluated on ``stage`` with ``n_rationales`` sampled
+    rationales at ``temperature`` (torch seeded with the seed), then put back to one greedy rationale. Returns seed
+    -> the per-user test metrics (``metrics.evaluate``)."""
+    from minirec.metrics import evaluate
+
+    out = {}
+    for seed, module in fits.items():
+        torch.manual_seed(seed)
+        module.decode_with(n_rationales=n_rationales, rationale_temperature=temperature)
+        try:
+            out[seed] = evaluate(module, stage)
+        finally:
+            module.decode_with(n_rationales=1, rationale_temperature=0.0)
+    return out
+

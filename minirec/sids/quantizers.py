@@ -332,3 +332,23 @@ def cached_sid_table(dataset, split, profile: Profile, sids: SIDConfig | None = 
     return build_sid_table(quantizer, x, dataset, split.train, cache=sid_cache_path(dataset, quantizer, profile,
                                                                                     sids.encoder),
                            encoder=sids.encoder)
+
+
+def build_every_quantizer(dataset, embeddings: np.ndarray, split, profile: Profile, seeds, levels: int = 3,
+                          codebook_size: int = 32, encoder: str | None = None) -> tuple[dict, dict]:
+    """Notebook 04's comparison: every quantiser of ``QUANTIZERS`` trained anew for each seed on the item
+    ``embeddings`` (each table cached under its settings, ``sid_cache_path``). Returns seed -> name -> quantiser
+    and seed -> name -> SID table; a table without one distinct SID per item is an error."""
+    from minirec.sids.semantic_ids import build_sid_table
+
+    quantizers, tables = {}, {}
+    for seed in seeds:
+        quantizers[seed] = {name: make_quantizer(name, profile, levels, codebook_size, seed=seed) for name in QUANTIZERS}
+        tables[seed] = {name: build_sid_table(q, embeddings, dataset, split.train, refit=True, encoder=encoder,
+                                              cache=sid_cache_path(dataset, q, profile, encoder))
+                        for name, q in quantizers[seed].items()}
+        for name, table in tables[seed].items():
+            if table.codes.shape != (dataset.n_items, levels + 1) or len(np.unique(table.codes, axis=0)) < dataset.n_items:
+                raise ValueError(f"{name} (seed {seed}): the SID table does not give every item one distinct SID")
+    return quantizers, tables
+
