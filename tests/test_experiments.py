@@ -118,8 +118,7 @@ def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default
     readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
                "agent": (ShopXConfig,)}
     # the fields that size data, not architecture: declared once, on the configs
-    assert data_size_fields(ShopXConfig) == {"train_per_kind", "examples_per_epoch", "val_per_kind", "epoch_size",
-                                             "reason_examples"}
+    assert data_size_fields(ShopXConfig) == {"train_per_kind", "examples_per_epoch", "val_per_kind"}
     assert data_size_fields(GRPOConfig) == {"rl_prompts", "epoch_size", "reason_examples"}
     assert not data_size_fields(GenRecConfig) and not data_size_fields(SASRecConfig)
     for profile in PROFILES.values():
@@ -691,3 +690,20 @@ def test_the_kc_sweep_comes_from_the_catalogue(synthetic, synthetic_sids):
     assert all(s.label == f"S²GR-mini Kc={s.config.n_clusters}" and s.seeds == tuple(profile.ablation_seeds)
                for s in sweep)
 
+
+
+def test_a_stage_of_another_class_carries_only_the_fields_its_config_has(synthetic, synthetic_sids):
+    """ShopX-mini starts from the aligned model: it carries the architecture (GenRecConfig's fields) and none of
+    OneRec-Think's stage fields; GRPO's config has every field of the reasoning model it starts from."""
+    from dataclasses import fields
+    from minirec.agent.model import ShopXConfig
+    from minirec.experiments.specs import SpecCatalogue
+    from minirec.reasoning.onerec import OneRecConfig
+    book = SpecCatalogue(synthetic, get_profile("course"), synthetic_sids)
+    align, shop = book.onerec().align, book.shopx()
+    onerec_only = {f.name for f in fields(OneRecConfig)} - {f.name for f in fields(GenRecConfig)} - {"stage"}
+    assert onerec_only and not onerec_only & {f.name for f in fields(ShopXConfig)}
+    assert all(getattr(shop.config, f.name) == getattr(align.config, f.name) for f in fields(GenRecConfig))
+    assert shop.config.stage == "shop" and shop.config.val_per_kind == 10 and shop.parent == align
+    reason, grpo = book.onerec().reason, book.grpo(next(iter(book.grpo_candidates())))
+    assert all(getattr(grpo.config, f.name) == getattr(reason.config, f.name) for f in fields(OneRecConfig))

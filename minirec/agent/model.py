@@ -39,10 +39,11 @@ from minirec.agent.intents import Task, make_tasks, training_stage, user_split
 from minirec.agent.protocol import Constraints
 from minirec.data.dataset import EmptyHistoryError, EvalStage, LeaveOneOutSplit, training_windows
 from minirec.models.beam_search import constrained_beam_search
+from minirec.models.generative import GenRecConfig
 from minirec.models.sampling import generate_text
 from minirec.profiles import data_size
 from minirec.reasoning.itemic import ExampleSet, TaskMix, left_pad, sequential_examples
-from minirec.reasoning.onerec import OneRecConfig, OneRecThink, Stage, StageData
+from minirec.reasoning.onerec import OneRecThink, Stage, StageData
 
 SHOP_TASKS = ("action", "retrieve", "sequential")
 QUESTION = "What kind of film would you like?"
@@ -73,15 +74,16 @@ def intended_action(task: Task, turn: int) -> str:
 
 
 @dataclass
-class ShopXConfig(OneRecConfig):
-    """ShopX-mini: OneRec-Think's architecture, plus the shopping data it fine-tunes on and how it acts."""
+class ShopXConfig(GenRecConfig):
+    """ShopX-mini: the architecture of the OneRec-Think model it starts from (``GenRecConfig``'s fields, carried over
+    by ``RunSpec.then``), plus the shopping data it fine-tunes on and how it acts. None of OneRec-Think's stage
+    fields (task mix, rationales, captions): it trains in its own stage, ``ShoppingSessions``."""
     stage: str = "shop"
     held_out: float = 0.2                       # share of users whose sessions are never trained on (the evaluation's)
     task_seed: int = 0                          # the user split and the training tasks
     train_per_kind: int = data_size(400)        # training tasks of each kind (intents.KINDS)
     shop_mix: tuple = (0.7, 0.2, 0.1)           # shares of action, retrieve, sequential examples (SHOP_TASKS)
-    examples_per_epoch: int = data_size(5000)   # drawn by the mix each epoch (OneRec-Think's epoch_size is carried
-                                                # over from the stage it starts from, and unused here)
+    examples_per_epoch: int = data_size(5000)   # drawn by the mix each epoch
     context_items: int = 3                      # history items the model reads before it acts (its retrieval reads
                                                 # the last max_items, as every other model's prompt does)
     action_tokens: int = 48                     # longest action written
@@ -92,7 +94,7 @@ class ShopXConfig(OneRecConfig):
 class ShoppingSessions(Stage):
     """ShopX-mini's stage: the training shoppers' sessions (the action to write at each turn, the SID to retrieve
     for an intent) mixed with next-item prediction by ``shop_mix``, under the ``agent`` recipe."""
-    name, family = "shop", "agent"
+    name, family, taught_words = "shop", "agent", False
 
     def examples(self, module, split, seed):
         return module.session_examples(split, seed)

@@ -85,15 +85,17 @@ class RunSpec:
     def then(self, label: str, model: type | None = None, **config_changes) -> "RunSpec":
         """The next stage of a staged method, started from this spec's checkpoint.
 
-        ``model`` switches to another class with the same weights (OneRec-Think's reinforcement
-        stage): its config is the parent's fields, carried over, plus ``config_changes``.
+        ``model`` switches to another class with the same weights (OneRec-Think's reinforcement stage, ShopX-mini):
+        its config carries over the parent's fields that its own config class has (the architecture, the weights
+        were trained with), plus ``config_changes``; the parent's other fields (another stage's data) stay behind.
         """
         model = model or self.model
         if type(self.config) is model.config_class:
             config = replace(self.config, **config_changes)
         else:
-            config = model.config_class(**{**{f.name: getattr(self.config, f.name) for f in fields(self.config)},
-                                           **config_changes})
+            own = {f.name for f in fields(model.config_class)}
+            carried = {f.name: getattr(self.config, f.name) for f in fields(self.config) if f.name in own}
+            config = model.config_class(**{**carried, **config_changes})
         return replace(self, label=label, model=model, config=config, parent=self, recipe={})
 
     @property
