@@ -196,14 +196,14 @@ def record_episodes(table, dataset: str, by_agent: dict[str, Sequence[Episode]],
                 raise ValueError(f"{name}: {len(played)} episodes do not split into {len(seeds)} seeds")
             n = len(played) // len(seeds)
             for kind in [*kinds, "all"]:
-                by_seed = [[e for e in played[s * n:(s + 1) * n] if kind in ("all", e.task.kind)]
+                by_seed = [episode_scores([e for e in played[s * n:(s + 1) * n] if kind in ("all", e.task.kind)])
                            for s in range(len(seeds))]
                 table.record(dataset, f"{name} · {kind}",
-                             {"hit@10": [np.mean([e.hit for e in eps]) for eps in by_seed],
-                              "satisfied": [np.mean([e.satisfied for e in eps]) for eps in by_seed],
-                              "invalid": [np.mean([e.invalid for e in eps]) for eps in by_seed],
-                              "crashes": [sum(e.crashed for e in eps) for eps in by_seed]},
-                             profile, seeds=seeds, table="agent", notes=f"{len(by_seed[0])} tasks per seed")
+                             {"hit@10": [s["hit"].mean() for s in by_seed],
+                              "satisfied": [s["satisfied"].mean() for s in by_seed],
+                              "invalid": [s["invalid"].mean() for s in by_seed],
+                              "crashes": [s["crashed"].sum() for s in by_seed]},
+                             profile, seeds=seeds, table="agent", notes=f"{len(by_seed[0]['hit'])} tasks per seed")
 
 
 def compare_agents(table, dataset: str, by_agent: dict[str, Sequence[Episode]], agent: str, others: Sequence[str],

@@ -117,8 +117,10 @@ class ResultsTable:
         def gone(r: dict) -> bool:
             return mine(r, r["method"], r.get("chosen")) and r["table"] == table and metric in (None, r["metric"])
 
-        dropped = [r for r in self.records if gone(r)]
-        self.records = [r for r in self.records if not gone(r)]
+        kept, dropped = [], []
+        for r in self.records:
+            (dropped if gone(r) else kept).append(r)
+        self.records = kept
         if metric is None:
             # the comparisons of a ranking row are over every user (no group), those of a breakdown row inside its group
             groups = {r["group"] for r in dropped if r.get("group")} | ({None} if table == "ranking" else set())

@@ -201,14 +201,15 @@ class SeedRuns:
     def of_seeds(self, seeds) -> "SeedRuns":
         """The same runs restricted to ``seeds`` (those it has, in its own order): its fits, per-seed and per-user
         metrics over them only."""
-        keep = [i for i, s in enumerate(self.seeds) if s in set(seeds)]
+        wanted = set(seeds)
+        keep = [i for i, s in enumerate(self.seeds) if s in wanted]
         chosen = [self.seeds[i] for i in keep]
         if not chosen:
-            raise ValueError(f"{self.label} has none of the seeds {list(seeds)} (it has {list(self.seeds)})")
+            raise ValueError(f"{self.label} has none of the seeds {sorted(wanted)} (it has {list(self.seeds)})")
         return SeedRuns(self.spec, [self.fits[i] for i in keep],
                         {m: [v[i] for i in keep] for m, v in self.per_seed.items()}, self.per_user_of(chosen),
                         {s: self.per_user_by_seed[s] for s in chosen},
-                        [e for e in self.report if e.seed in set(chosen)])
+                        [e for e in self.report if e.seed in wanted])
 
     def per_user_of(self, seeds) -> dict[str, np.ndarray]:
         """Per-user metrics averaged over the given seeds only (for like-for-like comparisons)."""

@@ -38,7 +38,10 @@ from minirec.models.beam_search import constrained_beam_search, positions_from_m
 from minirec.profiles import data_size
 from minirec.reasoning.itemic import left_pad
 from minirec.reasoning.onerec import (ItemicDataModule, OneRecConfig, OneRecThink, ReasoningActivation, StageData,
-                                      _Reasoning, _Subsample)  # ----------------------------------------------------------------------------- rewards
+                                      _Reasoning, _Subsample)
+
+
+# ----------------------------------------------------------------------------- rewards
 def beam_reward(beams: torch.Tensor, targets: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
     """1 where the target is among a rollout's beams (B, W), else 0."""
     return (beams == targets[:, None]).any(1).float()

@@ -247,7 +247,8 @@ class ItemicDataModule(SequenceDataModule):
 
     def setup(self, stage=None):
         if self.train_set is None:
-            self.train_set, self.sampler = self.module.training_examples(self.split, self.seed)[:2]
+            data = self.module.training_examples(self.split, self.seed)
+            self.train_set, self.sampler = data.dataset, data.sampler
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
