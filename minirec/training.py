@@ -7,10 +7,13 @@
   ``val_ndcg10``, the quantity early stopping and checkpointing watch (``monitor``: an agent
   watches its own validation task). A subclass only writes ``training_step`` and ``rank_topk``.
 - ``fit``: Trainer with early stopping on the module's ``monitor``, best-checkpoint reload and
-  learning curves, with accelerator / devices / precision taken from the profile.
+  learning curves, with accelerator / devices / precision taken from the profile. A stage that
+  starts from a trained checkpoint validates its starting weights first (epoch 0) and keeps them
+  when no epoch beats them, so it never ends below where it started.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -158,6 +161,21 @@ class RankingModule(L.LightningModule):
     def rank_topk(self, inputs: torch.Tensor, exclude: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def starting_protocol(self):
+        """How the starting weights of a fine-tuning fit are validated (epoch 0): by default as every epoch is. A
+        stage that changes how the model recommends (OneRec-Think's reasoning) validates its start as its parent
+        recommended."""
+        return contextlib.nullcontext()
+
+    def keep_start(self) -> None:
+        """The starting weights won on validation: recommend as they were validated (``starting_protocol``)."""
+
+    def starting_weights(self, parent: "FitResult") -> dict:
+        """The weights a later stage starts from, given its parent's fit: by default the parent's best (the weights
+        it kept). A stage whose start must recommend as the parent's *trained* epochs did (GRPO reinforces the
+        rationales a reasoning stage learnt) may take those instead."""
+        return parent.module.state_dict()
+
     def on_validation_epoch_start(self) -> None:
         self._val_scores: list[dict[str, np.ndarray]] = []
 
@@ -220,15 +238,50 @@ class FitResult:
     epochs: int = 0
     seconds: float = 0.0
     checkpoint: str = ""
+    start_val: float | None = None             # a fine-tuning fit: its starting weights' validation score (epoch 0)
+    kept_start: bool = False                   # no epoch beat the starting weights, which it kept
+    trained_checkpoint: str = ""               # the best *trained* epoch's weights (``checkpoint`` unless the start
+                                               # was kept): what the stage learnt, for analysing why it lost
+    _trained: RankingModule | None = field(default=None, repr=False, compare=False)
+
+    def trained_module(self, build) -> RankingModule:
+        """The module at its best trained epoch: ``module`` itself, or, when the fit kept its starting weights, a
+        fresh ``build()`` with the best trained epoch's weights, recommending as the stage does."""
+        if not self.kept_start:
+            return self.module
+        if self._trained is None:
+            device = next(self.module.parameters()).device
+            module = build().to(device)
+            state = torch.load(self.trained_checkpoint, map_location=device, weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+            self._trained = module.eval()
+        return self._trained
+
+
+START_EPOCH = -1        # the curve row of a fine-tuning fit's starting weights (drawn at epoch 0, before any training)
+
+
+def validate_start(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile) -> dict[str, float]:
+    """The validation metrics of ``module``'s current weights, under its ``starting_protocol``."""
+    quiet_lightning()
+    trainer = L.Trainer(**profile.trainer_kwargs(), logger=False, enable_model_summary=False)
+    with module.starting_protocol():
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, ckpt_dir: str | Path,
-        monitor: str | None = None, meta: dict | None = None, **trainer_overrides) -> FitResult:
+        monitor: str | None = None, meta: dict | None = None, from_checkpoint: bool = False,
+        **trainer_overrides) -> FitResult:
     """Train with the profile's recipe for the module's family, early stopping on ``module.monitor``
     (validation NDCG@10 for every ranker) unless ``monitor`` names another logged quantity.
 
     The best checkpoint is reloaded into ``module``; ``ckpt_dir`` gets ``best.ckpt`` and a
     ``fit.json`` (curves, epochs, seconds, and ``meta``: what was trained, for later reuse).
+
+    ``from_checkpoint``: the module starts from trained weights (a later stage of a staged method). They are
+    validated first, as epoch 0 (the curve row with epoch ``START_EPOCH``); early stopping and the plateau
+    schedule count from that score, and when no epoch beats it the starting weights are what the fit keeps.
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -239,6 +292,12 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     ckpt_dir = Path(ckpt_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # a re-run starts clean, never mixes checkpoints
     quiet_lightning()
+    start_row, start_state = None, None
+    if from_checkpoint:
+        start_row = {"epoch": START_EPOCH, **validate_start(module, datamodule, profile)}
+        if monitor not in start_row:
+            raise ValueError(f"validating the starting weights logged no {monitor!r} (logged: {sorted(start_row)})")
+        start_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     curves = CurveRecorder()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, enable_version_counter=False)
@@ -247,6 +306,11 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     module.lr_scale = 1.0
     if recipe.schedule == "plateau":
         callbacks.append(PlateauDecay(monitor, recipe.decay_patience, recipe.decay_factor))
+    if start_row is not None:                 # epoch 0 is the score to beat, for stopping and for the lr cuts
+        stopper.best_score = torch.tensor(start_row[monitor])
+        for c in callbacks:
+            if isinstance(c, PlateauDecay):
+                c.best = start_row[monitor]
     options = dict(profile.trainer_kwargs(), max_epochs=recipe.max_epochs, logger=False,
                    callbacks=callbacks, num_sanity_val_steps=0,
                    enable_model_summary=False, log_every_n_steps=10)
@@ -257,14 +321,35 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     seconds = time.perf_counter() - start
     device = profile.device()                 # Lightning hands the module back on the CPU; it stays on the device
     module.to(device)
-    state = torch.load(checkpoint.best_model_path, map_location=device, weights_only=False)["state_dict"]
-    module.load_state_dict(state)             # back to the best epoch, in place
+    best_path = checkpoint.best_model_path
+    trained_best = float(checkpoint.best_model_score) if best_path else -math.inf
+    kept_start = start_row is not None and start_row[monitor] >= trained_best
+    trained_path = best_path
+    if kept_start:                            # no epoch beat the starting weights: they are the best checkpoint
+        best_path = str(ckpt_dir / "best.ckpt")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if trained_path:                      # the best trained epoch stays, for analysing what the stage learnt
+            trained_path = str(ckpt_dir / "trained.ckpt")
+            os.replace(best_path, trained_path)
+        partial = ckpt_dir / "best.ckpt.partial"
+        torch.save({"state_dict": start_state, "kept_start": True}, partial)
+        os.replace(partial, best_path)
+        module.load_state_dict(start_state)
+        module.keep_start()
+    else:
+        state = torch.load(best_path, map_location=device, weights_only=False)["state_dict"]
+        module.load_state_dict(state)         # back to the best epoch, in place
+    module.to(device)
     module.eval()
-    result = FitResult(module, curves.rows, float(checkpoint.best_model_score), trainer.current_epoch,
-                       seconds, checkpoint.best_model_path)
+    rows = ([start_row] if start_row is not None else []) + curves.rows
+    best = start_row[monitor] if kept_start else trained_best
+    result = FitResult(module, rows, best, trainer.current_epoch, seconds, best_path,
+                       start_row[monitor] if start_row is not None else None, kept_start, trained_path)
     cuts = [c.cuts for c in callbacks if isinstance(c, PlateauDecay)]
+    start = ({"start_val": result.start_val, "kept_start": kept_start, "trained_val": trained_best}
+             if start_row is not None else {})
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
-                                       "epochs": result.epochs, "seconds": seconds,
+                                       "epochs": result.epochs, "seconds": seconds, **start,
                                        **({"lr_cut_epochs": cuts[0]} if cuts else {}), **(meta or {})})
     return result
 
@@ -276,9 +361,13 @@ def load_fit(module: RankingModule, ckpt_dir: str | Path, device: str | torch.de
     meta = json.loads((ckpt_dir / "fit.json").read_text())
     module.to(device)
     module.load_state_dict(torch.load(ckpt_dir / "best.ckpt", map_location=device, weights_only=False)["state_dict"])
+    if meta.get("kept_start"):
+        module.keep_start()
     module.eval()
+    trained = ckpt_dir / ("trained.ckpt" if meta.get("kept_start") else "best.ckpt")
     return FitResult(module, meta.get("curves", []), meta.get("best_val_ndcg10", float("nan")),
-                     meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt_dir / "best.ckpt"))
+                     meta.get("epochs", 0), meta.get("seconds", float("nan")), str(ckpt_dir / "best.ckpt"),
+                     meta.get("start_val"), bool(meta.get("kept_start", False)), str(trained))
 
 
 def log_checkpoint(run_name: str, seed: int, seconds: float, trained: bool = False) -> None:

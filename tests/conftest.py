@@ -93,6 +93,7 @@ def onerec_setup(synthetic, synthetic_sids):
     split = leave_one_out(synthetic)
     table = synthetic_sids
     config = OneRecConfig(max_items=10, beam_width=20, text_vocab_size=300, rationale_similarity="sid", caption_holdout=0.25,
+                          rationale_tokens=32,
                           backbone_overrides=ONEREC_SMALL)
     spec = RunSpec("Base", OneRecThink, config, table, itemic.tokenizer_corpus(synthetic))
     return split, table, spec
@@ -105,8 +106,10 @@ def onerec_trained(onerec_setup, tmp_path_factory):
     from minirec.experiments.runner import run
     from minirec.profiles import get_profile, with_recipe
     split, table, spec = onerec_setup
-    profile = with_recipe(with_recipe(get_profile("smoke"), "onerec", max_epochs=6, patience=6, batch_size=32,
-                                      lr=3e-3, warmup_steps=20), "warmup", max_epochs=1, batch_size=32)
+    profile = with_recipe(get_profile("smoke"), "onerec", max_epochs=6, patience=6, batch_size=32, lr=3e-3,
+                          warmup_steps=20)          # Base, and alignment on this from-scratch backbone
+    profile = with_recipe(profile, "finetune", max_epochs=6, patience=6, batch_size=32, lr=1e-3, warmup_steps=20)
+    profile = with_recipe(profile, "warmup", max_epochs=1, batch_size=32)
     runs_dir = tmp_path_factory.mktemp("runs")
     # more captioning than the paper's mix, so that a few epochs on 128 items teach it
     align = spec.variant("warm-up", stage="warmup", task_mix=(0.2, 0.4, 0.3, 0.1)).then("aligned", stage="align")

@@ -103,6 +103,16 @@ def test_profiles_hold_recipes_not_architecture():
     # OneRec-Think's stages get TIGER-mini's budget where numbers are compared; the warm-up has no weight decay
     assert get_profile("study").recipe("onerec") == get_profile("study").recipe("generative")
     assert all(p.recipe("warmup").weight_decay == 0 for p in PROFILES.values())
+    # a stage that starts from a checkpoint fine-tunes: a warm-up to a lower peak than Base's from-scratch recipe, one
+    # of the rates chosen among on validation; GRPO warms up too
+    from minirec.profiles import FINETUNE_RATES
+    for p in PROFILES.values():
+        tune, scratch = p.recipe("finetune"), p.recipe("onerec")
+        assert tune.lr < scratch.lr and tune.lr in FINETUNE_RATES and tune.warmup_steps > 0
+        assert p.recipe("rl").warmup_steps > 0
+    assert get_profile("gpu").arch("onerec")["backbone"] == "smollm2-135m"    # a real pretrained language model
+    study = get_profile("study")
+    assert study.recipe("rl").max_epochs * -(-64 // study.recipe("rl").batch_size) >= 2000     # GRPO's update budget
 
 
 def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default():
@@ -116,10 +126,10 @@ def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default
     from minirec.profiles import data_size_fields
     from minirec.reasoning.grpo import GRPOConfig
     readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
-               "agent": (ShopXConfig,)}
+               "agent": (ShopXConfig,), "rl": (GRPOConfig,), "onerec": (OneRecConfig,)}
     # the fields that size data, not architecture: declared once, on the configs
     assert data_size_fields(ShopXConfig) == {"train_per_kind", "examples_per_epoch", "val_per_kind"}
-    assert data_size_fields(GRPOConfig) == {"rl_prompts", "epoch_size", "reason_examples"}
+    assert data_size_fields(GRPOConfig) == {"rl_prompts", "group_size", "rl_beam"}    # none of the SFT stages' data
     assert not data_size_fields(GenRecConfig) and not data_size_fields(SASRecConfig)
     for profile in PROFILES.values():
         for kind, overrides_by_family in (("architecture", profile.architecture), ("data_sizes", profile.data_sizes)):
@@ -451,7 +461,7 @@ def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candi
                                          {"epoch": 1, "val_ndcg10": 0.3, "reward": 0.3, "flat_groups": 0.25}]
     table = ResultsTable(tmp_path)
     from minirec.experiments.specs import grids
-    grid = grids(profile)[1]
+    grid = next(g for g in grids(profile) if g.method == study.RL)
     choice = study.record_choice(grid, fresh, table, "synthetic", profile, n_boot=50)
     assert choice["chosen"] == beam_slow and choice["seeds"] == [0] and choice["provisional"]   # 3 never trained
     assert choice["name"] == "OneRec-Think + RL (GRPO, beam reward, lr 1e-05, chosen on validation)"
@@ -574,7 +584,7 @@ def _notebook_code(name: str) -> str:
 
 def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_label(synthetic, synthetic_sids):
     """The study and the notebooks take their specs from one catalogue; a notebook's own parameters (notebook 09's
-    group size, beams and prompts) must leave them the study's, or the two would train different checkpoints under
+    prompts per epoch) must leave them the study's, or the two would train different checkpoints under
     one label."""
     import re
     from minirec.experiments import specs as catalogue, study
@@ -584,12 +594,12 @@ def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_l
     split = leave_one_out(synthetic)
     book = catalogue.SpecCatalogue(synthetic, profile, synthetic_sids)
     grpo_sizes = {name: int(re.search(rf"^{name} = (\d+)", _notebook_code("09"), re.M)[1])
-                  for name in ("group_size", "rl_beam", "rl_prompts")}
+                  for name in ("rl_prompts",)}
     chain = book.onerec()
     notebook_specs = {spec.label: spec for spec in [
         book.sasrec_first(split), book.tiger(), book.item_id_tiger(catalogue.ITEM_ID_TIGER_PIECE),
         *(book.s2gr(name) for name in (catalogue.S2GR, *catalogue.S2GR_SETTINGS)),
-        chain.base, chain.align, chain.reason, book.align_cosine(),
+        chain.base, chain.align, chain.reason, *book.reason_rate_candidates(), book.align_cosine(),
         *(book.grpo(label, **grpo_sizes) for label in book.grpo_candidates())]}
     studied = study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids)
     assert set(studied) == set(notebook_specs)
@@ -661,7 +671,8 @@ def test_the_why_notebooks_diagnostics_come_from_the_catalogue(synthetic, synthe
     variants = book.alignment_variants()
     assert {name: s.label for name, s in variants.items()} == ALIGN_VARIANTS
     assert all(s.seeds == tuple(profile.ablation_seeds) for s in variants.values())
-    assert variants["caption-heavy mix"].parent.config.task_mix == (0.2, 0.5, 0.2, 0.1)
+    assert variants["caption-heavy mix"].config.task_mix == (0.2, 0.5, 0.2, 0.1)
+    assert variants["caption-heavy mix"].parent == book.onerec().warmup        # after the headline's own warm-up
     assert variants["no warm-up"].parent is None and variants["no warm-up"].config.stage == "align"   # from scratch
     assert variants["paper's mix (headline)"].config == book.onerec().align.config
 
@@ -694,16 +705,72 @@ def test_the_kc_sweep_comes_from_the_catalogue(synthetic, synthetic_sids):
 
 def test_a_stage_of_another_class_carries_only_the_fields_its_config_has(synthetic, synthetic_sids):
     """ShopX-mini starts from the aligned model: it carries the architecture (GenRecConfig's fields) and none of
-    OneRec-Think's stage fields; GRPO's config has every field of the reasoning model it starts from."""
+    OneRec-Think's stage fields; GRPO carries how the reasoning model recommends, thinks and captions
+    (ReasonerConfig's fields) and none of the supervised stages' data fields."""
     from dataclasses import fields
     from minirec.agent.model import ShopXConfig
     from minirec.experiments.specs import SpecCatalogue
-    from minirec.reasoning.onerec import OneRecConfig
+    from minirec.reasoning.grpo import GRPOConfig
+    from minirec.reasoning.onerec import OneRecConfig, ReasonerConfig
     book = SpecCatalogue(synthetic, get_profile("course"), synthetic_sids)
     align, shop = book.onerec().align, book.shopx()
-    onerec_only = {f.name for f in fields(OneRecConfig)} - {f.name for f in fields(GenRecConfig)} - {"stage"}
+    # (every model on a pretrained backbone says which of its layers train: ShopX-mini carries that too)
+    onerec_only = {f.name for f in fields(OneRecConfig)} - {f.name for f in fields(GenRecConfig)} - {"stage",
+                                                                                                     "train_layers"}
     assert onerec_only and not onerec_only & {f.name for f in fields(ShopXConfig)}
     assert all(getattr(shop.config, f.name) == getattr(align.config, f.name) for f in fields(GenRecConfig))
     assert shop.config.stage == "shop" and shop.config.val_per_kind == 10 and shop.parent == align
     reason, grpo = book.onerec().reason, book.grpo(next(iter(book.grpo_candidates())))
-    assert all(getattr(grpo.config, f.name) == getattr(reason.config, f.name) for f in fields(OneRecConfig))
+    assert all(getattr(grpo.config, f.name) == getattr(reason.config, f.name) for f in fields(ReasonerConfig))
+    stage_data = {f.name for f in fields(OneRecConfig)} - {f.name for f in fields(ReasonerConfig)}
+    assert stage_data and not stage_data & {f.name for f in fields(GRPOConfig)}
+
+
+def test_a_later_stage_validates_its_start_as_epoch_0_and_keeps_it_when_no_epoch_beats_it(setup, tmp_path):
+    """A stage started from a checkpoint is validated before its first epoch. With lr 0 no epoch can beat the start,
+    so the fit keeps the parent's weights (and its best trained epoch beside them); from an untrained parent, training
+    beats the start and the fit keeps its best epoch."""
+    from minirec.training import START_EPOCH
+    split, _, spec, profile = setup
+    profile = with_recipe(profile, "generative", max_epochs=2, patience=5)
+    parent = run(spec, split, profile, runs_dir=tmp_path, verbose=False)
+    frozen = spec.then("later, lr 0").variant("later, lr 0", recipe={"generative": {"lr": 0.0}})
+    kept = run(frozen, split, profile, runs_dir=tmp_path, verbose=False).fits[0]
+    assert kept.kept_start and kept.start_val == pytest.approx(parent.fits[0].best_val_ndcg10, abs=1e-6)
+    assert kept.best_val_ndcg10 == kept.start_val and kept.epochs == 2
+    assert [r["epoch"] for r in kept.curves] == [START_EPOCH, 0, 1] and "train_loss" not in kept.curves[0]
+    start = parent.module.state_dict()
+    assert all(torch.equal(v.cpu(), start[k].cpu()) for k, v in kept.module.state_dict().items())
+    assert kept.trained_checkpoint.endswith("trained.ckpt") and kept.checkpoint.endswith("best.ckpt")
+    again = run(frozen, split, profile, runs_dir=tmp_path, verbose=False).fits[0]       # reused: the same decision
+    assert again.kept_start and again.best_val_ndcg10 == kept.best_val_ndcg10
+    assert again.trained_checkpoint == kept.trained_checkpoint
+
+    untrained = spec.variant("untrained", recipe={"generative": {"lr": 0.0}})
+    learnt = run(untrained.then("learns"), split, profile, runs_dir=tmp_path, verbose=False).fits[0]
+    assert not learnt.kept_start and learnt.best_val_ndcg10 > learnt.start_val
+    assert learnt.trained_checkpoint == learnt.checkpoint and learnt.trained_module(None) is learnt.module
+    assert run(spec, split, profile, runs_dir=tmp_path, verbose=False).fits[0].start_val is None   # Base: from scratch
+
+
+def test_the_reasoning_stage_s_fine_tuning_rate_is_a_grid_chosen_on_validation(synthetic, synthetic_sids):
+    """The headline reasoning stage trains at the profile's fine-tuning rate; the study also trains it at every other
+    rate of FINETUNE_RATES, from the same aligned checkpoint, and chooses among them against the aligned model."""
+    from minirec.experiments import study
+    from minirec.experiments.specs import ALIGN, REASON, SpecCatalogue, grids, reason_rates
+    from minirec.profiles import FINETUNE_RATES
+    profile = get_profile("study")
+    split = leave_one_out(synthetic)
+    rates = reason_rates(profile)
+    assert rates[REASON] == profile.recipe("finetune").lr and sorted(rates.values()) == sorted(FINETUNE_RATES)
+    book = SpecCatalogue(synthetic, profile, synthetic_sids)
+    candidates = book.reason_rate_candidates()
+    assert [c.label for c in candidates] == [label for label in rates if label != REASON]
+    for spec in candidates:
+        fp = experiments.fingerprint(spec, split, profile)
+        assert fp["recipe"]["lr"] == rates[spec.label] and fp["parent"] == experiments.fingerprint(
+            book.onerec().align, split, profile)
+    grid = next(g for g in grids(profile) if g.method == REASON)
+    assert set(grid.candidates) == set(rates) and grid.against == ALIGN and grid.headline == REASON
+    assert study.expand_models(["OneRec-reason-rates"], profile) == list(rates)
+    assert set(rates) <= set(study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids))

@@ -77,7 +77,7 @@ def sft_module(rl_spec, onerec_trained):
     """A fresh GRPO module holding the supervised reasoning weights (its reference is then the model itself)."""
     split, spec = rl_spec
     module = spec.build()
-    module.load_state_dict(onerec_trained["reason"].module.state_dict())
+    module.load_state_dict(onerec_trained["reason"].trained_module.state_dict())
     return split, module.eval()
 
 
@@ -130,8 +130,10 @@ def test_grpo_fit_through_the_runner_logs_its_signals_and_recommends(rl_spec, on
     runs = run(spec, split, profile, runs_dir=tmp_path, verbose=False)
     module = runs.module
     assert isinstance(module, ReasoningRL) and "_reference" not in str(list(module.state_dict()))
-    curves = runs.fits[0].curves
-    assert len(curves) == 2
+    start, *curves = runs.fits[0].curves              # epoch 0: the reasoning model it starts from, thinking
+    assert len(curves) == 2 and start["epoch"] == -1 and "reward" not in start
+    assert start["val_ndcg10"] == pytest.approx(runs.fits[0].start_val)
+    assert module.thinks                               # kept start or not, GRPO's model thinks
     for row in curves:
         assert {"reward", "kl", "flat_groups", "clipped", "val_ndcg10"} <= set(row)
         assert 0 <= row["reward"] <= 1 and row["kl"] >= 0 and 0 <= row["flat_groups"] <= 1

@@ -67,9 +67,13 @@ def test_a_stage_is_an_object_that_supplies_its_data_family_and_hooks(setup):
     from minirec.reasoning.onerec import STAGES, OneRecThink, SequentialPreference, StageData
 
     split, _, spec = setup
-    assert {name: (s.family, s.thinks, s.taught_words) for name, s in STAGES.items()} == {
-        "base": ("onerec", False, False), "warmup": ("warmup", False, False), "align": ("onerec", False, True),
-        "reason": ("onerec", True, True)}
+    # Base trains from scratch; the stages after it start from a checkpoint and fine-tune (the warm-up has its own
+    # recipe), except alignment on a from-scratch backbone: the warm-up before it trained only the new token rows
+    assert {name: (s.recipe_family(spec.config), s.thinks, s.taught_words, s.start_thinks)
+            for name, s in STAGES.items()} == {
+        "base": ("onerec", False, False, False), "warmup": ("warmup", False, False, False),
+        "align": ("onerec", False, True, False), "reason": ("finetune", True, True, False)}
+    assert STAGES["align"].recipe_family(dc_replace(spec.config, backbone="path/to/Qwen3-0.6B")) == "finetune"
     calls = []
 
     class FirstHalf(SequentialPreference):             # next-item prediction on the first half of the users only
@@ -150,7 +154,7 @@ def test_token_warmup_trains_only_the_new_rows_of_a_pretrained_checkpoint(setup,
     Qwen3ForCausalLM(config).save_pretrained(tmp_path / "ckpt")
     tok.save_pretrained(tmp_path / "ckpt")
 
-    warm = spec.variant("warm-up", stage="warmup", backbone=str(tmp_path / "ckpt"))
+    warm = spec.variant("warm-up", stage="warmup", backbone=str(tmp_path / "ckpt"), backbone_overrides={})
     module = warm.build().train()
     assert module.model.get_output_embeddings().weight is not module.model.get_input_embeddings().weight
     before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
@@ -227,7 +231,7 @@ def test_merge_candidates_keeps_each_items_best_score():
 
 def test_reasoning_beam_search_equals_brute_force_after_its_own_rationale(setup, trained):
     split, table, _ = setup
-    module = trained["reason"].module
+    module = trained["reason"].trained_module
     x = torch.as_tensor(split.test.inputs(10)[0])[None]
     items, scores = module.beam_search(x, None, k=5, beam_width=len(table.codes))
     v = module.vocab
@@ -241,7 +245,7 @@ def test_reasoning_beam_search_equals_brute_force_after_its_own_rationale(setup,
 
 def test_several_sampled_rationales_give_catalogue_items_outside_the_history(setup, trained):
     split, table, _ = setup
-    module = trained["reason"].module
+    module = trained["reason"].trained_module
     module.config.n_rationales, module.config.rationale_temperature = 3, 1.0
     try:
         x = torch.as_tensor(pad_left(split.test.inputs(10)[:4]))
@@ -276,7 +280,7 @@ def test_trained_stages_beat_popularity_and_reasoning_writes_genre_rationales(se
     for name in ("base", "align", "reason"):
         assert trained[name].per_seed["ndcg@10"][0] > pop, name
     rationales = []
-    trained["reason"].module.beam_search(torch.as_tensor(pad_left(split.test.inputs(10)[:8])), None, k=5, rationales=rationales)
+    trained["reason"].trained_module.beam_search(torch.as_tensor(pad_left(split.test.inputs(10)[:8])), None, k=5, rationales=rationales)
     vocab = split.dataset.genre_vocabulary
     assert sum(bool(genres_in(r, vocab)) for r in rationales) >= 6
 
@@ -306,34 +310,64 @@ def test_a_later_stage_is_fingerprinted_with_its_parent(setup):
     fa, fo = fingerprint(align, split, profile), fingerprint(other, split, profile)
     assert fa["config"] == fo["config"] and fa["parent"] != fo["parent"]
     assert checkpoint_dir(align, fa, 0) != checkpoint_dir(other, fo, 0)
+    # Base trains from scratch, the warm-up under its own recipe, alignment under the fine-tuning recipe from its
+    # parent's checkpoint, which it validates as epoch 0
+    from dataclasses import asdict
+    reason = align.then("r", stage="reason")
+    assert fingerprint(reason, split, profile)["recipe"] == asdict(profile.recipe("finetune")) != fa["recipe"]
     assert fa["recipe"] == fingerprint(spec, split, profile)["recipe"] != fa["parent"]["recipe"]
+    assert fa["parent"]["recipe"] == asdict(profile.recipe("warmup")) and fa["start"] == "validated as epoch 0"
+    assert "start" not in fingerprint(spec, split, profile)
 
 
-def test_refinement_keeps_rationales_that_reach_the_target_and_drops_the_rest(setup, trained):
+def test_refinement_keeps_rationales_that_reach_the_target_and_drops_the_rest(setup, trained, monkeypatch):
     split, *_ = setup
-    module = trained["reason"].module
+    module = trained["reason"].trained_module
     data, sampler, _ = module.training_examples(split)
-    chosen = list(range(0, len(data), len(data) // 40))[:40]
+    writer = module.writer(split.dataset)
+    chosen = list(range(0, data.n_reasoning, data.n_reasoning // 40))[:40]
+    # what the tiny test model writes itself: an own rationale replaces a template only when it is finished and names
+    # a genre; anything else leaves the template in place
+    counts = module.refine_rationales(chosen + [data.n_reasoning])       # a sequential window: not a rationale's
+    assert sum(counts.values()) == len(chosen)
+    vocabulary = split.dataset.genre_vocabulary
+    assert all(len(t) < module.config.rationale_tokens and genres_in(module.tokenizer.decode(t), vocabulary)
+               for t in data.own.values())
+    untouched = [i for i in chosen if i not in data.own and i not in data.dropped]
+    assert len(untouched) == counts["template"]
+    # well-formed rationales (each example's template words, as a model that learnt them writes them): each is kept
+    # where the beams after it hold the target and dropped where they do not
+    data.own.clear(), data.dropped.clear()
+    written = iter([writer.text(data.rationale(i)) for i in chosen])
+    monkeypatch.setattr(module, "write_rationales", lambda rows, *args, **kwargs: [next(written) for _ in rows])
     counts = module.refine_rationales(chosen)
-    assert counts["kept"] + counts["dropped"] == len(chosen) and counts["kept"] > 0
+    assert counts["template"] == 0 and counts["kept"] + counts["dropped"] == len(chosen) and counts["kept"] > 0
     assert set(data.own) | data.dropped == set(chosen) and not set(data.own) & data.dropped
-    assert len(sampler) == min(sampler.n, len(data) - counts["dropped"])
-    assert not set(iter(sampler)) & data.dropped
-    for i in list(data.own)[:3]:                         # the model's own words replace the template
+    n_seq = sampler.counts["sequential"]
+    assert n_seq == round(sampler.n * module.config.reason_sequential) > 0
+    assert sampler.counts["reason"] == min(sampler.n - n_seq, data.n_reasoning - counts["dropped"])
+    drawn = list(iter(sampler))
+    assert not set(drawn) & data.dropped and set(sampler.last) == {i for i in drawn if i < data.n_reasoning}
+    assert sum(i >= data.n_reasoning for i in drawn) == n_seq and len(drawn) == len(sampler)
+    for i in list(data.own)[:3]:                         # the kept rationale is what the example now teaches
         ids, labels, _ = data[i]
         own = data.own[i]
-        assert any(ids[j:j + len(own)] == own for j in range(len(ids))) or not own
+        assert any(ids[j:j + len(own)] == own for j in range(len(ids)))
 
 
-def test_refinement_loop_runs_inside_training(setup, trained, tmp_path):
+def test_refinement_loop_runs_inside_training(setup, trained, tmp_path, monkeypatch):
     from minirec.training import fit
     split, _, spec = setup
     module = spec.variant("r", stage="reason", refine_rationales=True, reason_examples=64).build()
     module.load_state_dict(trained["align"].module.state_dict())
-    profile = with_recipe(get_profile("smoke"), "onerec", max_epochs=2, patience=2, batch_size=32)
-    fit(module, module.make_datamodule(split), profile, tmp_path / "fit")
+    profile = with_recipe(get_profile("smoke"), "finetune", max_epochs=2, patience=2, batch_size=32)
+    template = module.writer(split.dataset).text(rationale_text(["cat1", "cat2"]))     # a well-formed rationale
+    monkeypatch.setattr(module, "write_rationales", lambda rows, *args, **kwargs: [template for _ in rows])
+    result = fit(module, module.make_datamodule(split), profile, tmp_path / "fit")
     data = module.stage_data.dataset
     assert len(data.own) + len(data.dropped) > 0 and not set(data.own) & data.dropped    # the loop ran and decided
+    logged = [r for r in result.curves if "refine_kept" in r]
+    assert logged and all(0 <= r["refine_kept"] + r["refine_dropped"] <= 1 for r in logged)
 
 
 def test_a_stage_study_piece_measures_its_captions_and_rationales(setup, trained):
@@ -347,7 +381,7 @@ def test_a_stage_study_piece_measures_its_captions_and_rationales(setup, trained
     expected = itemic.caption_scores(trained["align"].module.caption(held.tolist()), split.dataset, held)
     assert aligned["captions"]["held-out items"] == pytest.approx({k: v.mean() for k, v in expected.items()})
     assert set(aligned["captions"]) == {"held-out items", "captioned in training"} and "rationales" not in aligned
-    reasoned = study.stage_diagnostics(trained["reason"].module, split)["rationales"]
+    reasoned = study.stage_diagnostics(trained["reason"].trained_module, split)["rationales"]
     assert reasoned["users"] == len(split.test) and 1 <= reasoned["distinct"] <= len(split.test)
     assert 0 <= reasoned["names every target genre"] <= reasoned["names a target genre"] <= 1
 
@@ -356,7 +390,7 @@ def test_sampled_evaluation_is_seeded_and_puts_the_greedy_decoding_back(setup, t
     from minirec.metrics import evaluate
     from minirec.reasoning.onerec import evaluate_sampled
     split, *_ = setup
-    module = trained["reason"].module
+    module = trained["reason"].trained_module
     first = evaluate_sampled({3: module}, split.test, n_rationales=2, temperature=1.0)
     again = evaluate_sampled({3: module}, split.test, n_rationales=2, temperature=1.0)
     assert list(first) == [3] and all((first[3][m] == again[3][m]).all() for m in first[3])      # seeded

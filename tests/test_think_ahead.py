@@ -14,7 +14,7 @@ from minirec.sids.semantic_ids import SIDTable
 @pytest.fixture(scope="module")
 def models(onerec_setup, onerec_trained):
     split, table, _ = onerec_setup
-    return split, table, onerec_trained["reason"].module.eval(), onerec_trained["base"].module.eval()
+    return split, table, onerec_trained["reason"].trained_module.eval(), onerec_trained["base"].module.eval()
 
 
 def _batch(split, users):

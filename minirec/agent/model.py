@@ -79,6 +79,7 @@ class ShopXConfig(GenRecConfig):
     by ``RunSpec.then``), plus the shopping data it fine-tunes on and how it acts. None of OneRec-Think's stage
     fields (task mix, rationales, captions): it trains in its own stage, ``ShoppingSessions``."""
     stage: str = "shop"
+    train_layers: int | None = None             # a pretrained backbone: its last n layers train (OneRecConfig's)
     held_out: float = 0.2                       # share of users whose sessions are never trained on (the evaluation's)
     task_seed: int = 0                          # the user split and the training tasks
     train_per_kind: int = data_size(400)        # training tasks of each kind (intents.KINDS)

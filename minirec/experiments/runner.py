@@ -116,7 +116,9 @@ def fingerprint(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile) -> dic
         "sid_table": spec.sid_table.fingerprint() if spec.sid_table is not None else None,
         "texts": _text_digest(spec.texts),        # what a from-scratch tokeniser learns its vocabulary from
         "data": split.fingerprint(),
-        **({"parent": fingerprint(spec.parent, split, profile)} if spec.parent is not None else {}),
+        # a later stage validates its starting weights as epoch 0 and keeps them when no epoch beats them
+        **({"parent": fingerprint(spec.parent, split, profile), "start": "validated as epoch 0"}
+           if spec.parent is not None else {}),
     }, sort_keys=True))
 
 
@@ -198,6 +200,17 @@ class SeedRuns:
         """The first seed's trained module (figures and diagnostics look at one model)."""
         return self.fits[0].module
 
+    @property
+    def trained_module(self):
+        """The first seed's module at its best *trained* epoch: ``module``, unless that seed's stage kept its starting
+        weights (no epoch beat them on validation); then what the stage learnt, to show why it lost."""
+        return self.fits[0].trained_module(self.spec.build)
+
+    @property
+    def kept_start(self) -> list[bool]:
+        """Per seed: no trained epoch beat the starting weights on validation, so the stage kept them."""
+        return [f.kept_start for f in self.fits]
+
     def of_seeds(self, seeds) -> "SeedRuns":
         """The same runs restricted to ``seeds`` (those it has, in its own order): its fits, per-seed and per-user
         metrics over them only."""
@@ -245,17 +258,17 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
             return result
     start = None
     if spec.parent is not None:                          # a later stage starts where its parent ended
-        start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose, events).module
+        start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose, events)
     if verbose:
         why = "retrain=True" if retrain else unreadable or why_not_reused(spec, fp, seed, runs_dir)
         print(f"{spec.label}, seed {seed}: training ({why})" + (f", from {spec.parent.label}" if start is not None else ""))
     seed_everything(seed)
     module = spec.build()
     if start is not None:
-        module.load_state_dict(start.state_dict())
+        module.load_state_dict(module.starting_weights(start))
     datamodule = module.make_datamodule(split, seed)
     result = fit(module, datamodule, spec.trained_under(profile), folder,
-                 meta={"label": spec.label, "fingerprint": fp})
+                 meta={"label": spec.label, "fingerprint": fp}, from_checkpoint=start is not None)
     log_checkpoint(log_name, seed, result.seconds, trained=True)
     events.append(CheckpointEvent(spec.label, seed, True, result.seconds, str(folder)))
     return result

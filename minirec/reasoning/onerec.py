@@ -5,11 +5,17 @@ One LightningModule, ``OneRecThink``, trained in stages chained with ``RunSpec.t
 
 - ``base``    sequential preference only (history SIDs -> next SID): the paper's "Base";
 - ``warmup``  token warm-up: only the rows of the new tokens (SID codes, ``<|sid_begin|>``,
-  ``<|sid_end|>``) in the embedding and output matrices train, on the task mix; every
-  other parameter stays exactly as it was (tested);
+  ``<|sid_end|>``) in the embedding and output matrices train, on persona grounding only (the
+  paper's Token Warm-up); every other parameter stays exactly as it was (tested);
 - ``align``   multi-task integration: every parameter, on the task mix (``minirec.reasoning.itemic``);
 - ``reason``  reasoning activation: SFT on ``<think> rationale </think>`` + target SID, loss on
-  both, with the rationales of ``minirec.reasoning.rationales``.
+  both, with the rationales of ``minirec.reasoning.rationales``, mixed with plain sequential
+  windows (``reason_sequential``) so the model keeps its SID supervision; after each epoch the
+  official code's filtering keeps the model's own rationales that lead to the target.
+
+Every stage after ``base`` starts from its parent's checkpoint and trains under a fine-tuning
+recipe (the profile's ``finetune`` family: warm-up and a lower peak rate); ``training.fit``
+validates the starting weights as epoch 0 and keeps them when no epoch beats them.
 
 Recommending: ``base`` / ``warmup`` / ``align`` prompt with the history and ``<|sid_begin|>`` and
 run the trie-constrained beam search over the whole catalogue. ``reason`` first writes
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from minirec.models.backbone import SPECIAL_TOKENS
+from minirec.models.backbone import SPECIAL_TOKENS, train_last_layers
 from minirec.profiles import data_size
 from minirec.models.beam_search import constrained_beam_search
 from minirec.data.dataset import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
@@ -45,43 +51,61 @@ from minirec.reasoning.rationales import rationale_genres, rationale_text, reaso
 from minirec.training import SequenceDataModule
 
 @dataclass
-class OneRecConfig(GenRecConfig):
-    """A OneRec-Think stage: the architecture of TIGER-mini plus what each stage trains on and how it decodes."""
+class ReasonerConfig(GenRecConfig):
+    """What a model that reads and writes words and SIDs needs to recommend, think and caption: the architecture of
+    TIGER-mini, its stage, and how it writes rationales and captions. Every OneRec-Think model has these fields."""
     stage: str = "base"                         # base | warmup | align | reason
-    task_mix: tuple = PAPER_MIX                 # shares of persona, sequential, caption, language (itemic.TASKS)
+    n_rationales: int = 1                       # rationales written per user at inference
+    rationale_temperature: float = 0.0          # 0: greedy (one rationale); > 0: sampled
+    rationale_tokens: int = 24                  # longest rationale written (beyond the longest template: checked)
+    caption_tokens: int = 32                    # longest caption written
+    caption_holdout: float = 0.1                # share of items whose words are never shown next to their SID
+    train_layers: int | None = None             # a pretrained backbone: fine-tune only its last n transformer layers
+                                                # (and the token embeddings); None: every weight
+
+
+@dataclass
+class OneRecConfig(ReasonerConfig):
+    """A OneRec-Think stage: a ``ReasonerConfig`` plus what each supervised stage trains on."""
+    task_mix: tuple = PAPER_MIX                 # align: shares of persona, sequential, caption, language (itemic.TASKS)
+    warmup_mix: tuple = (1.0, 0.0, 0.0, 0.0)    # warmup: the same, persona grounding only as the paper trains it
     epoch_size: int | None = data_size(None)    # examples per alignment epoch; None: each sequential window once
     persona_items: int = 10                     # history items interleaved with their titles in task 1
-    caption_holdout: float = 0.1                # share of items whose words are never shown next to their SID
     language_corpus: str = ""                   # a UTF-8 file, one document per line; "" = the item captions
     rationale_similarity: str = "text"          # text (sentence-encoder cosine, the paper's) | sid (shared prefix)
     rationale_encoder: str = DEFAULT_ENCODER
     rationale_k: int = 3                        # most similar history items whose genres the rationale names
     rationale_genres: int = 2                   # genres named in a rationale
-    reason_examples: int | None = data_size(None)  # (user, target) pairs per reasoning epoch; None: one per window
-    n_rationales: int = 1                       # rationales written per user at inference
-    rationale_temperature: float = 0.0          # 0: greedy (one rationale); > 0: sampled
-    rationale_tokens: int = 16                  # longest rationale written
-    caption_tokens: int = 32                    # longest caption written
-    refine_rationales: bool = False             # after each reasoning epoch, keep the model's own rationales that
-                                                # lead to the target (in the beams) and drop the examples that do not
+    reason_examples: int | None = data_size(None)  # examples per reasoning epoch; None: one per training window
+    reason_sequential: float = 0.5              # share of a reasoning epoch that is plain sequential windows (history
+                                                # SIDs -> next SID, Base's task); 0: rationales only (an ablation)
+    refine_rationales: bool = True              # the official code's filtering: after each reasoning epoch, keep the
+                                                # model's own rationales that lead to the target (in the beams) and
+                                                # drop the examples whose rationale does not (False: an ablation)
 
 
 class _Reasoning(Dataset):
-    """Reasoning-activation examples: history SIDs, then ``<think>`` rationale ``</think>``, then the target SID.
+    """Reasoning-activation examples: history SIDs, then ``<think>`` rationale ``</think>``, then the target SID;
+    after them (indices from ``n_reasoning`` on), the plain sequential windows mixed in (``sequential``).
 
     With the refinement loop, ``own`` holds rationales the model wrote itself that led to the
     target (they replace the template) and ``dropped`` the examples whose rationale did not.
     """
 
     def __init__(self, writer: ItemWriter, train: Sequence[np.ndarray], genres, similarity: np.ndarray,
-                 config: OneRecConfig):
+                 config: OneRecConfig, sequential: Sequence = ()):
         self.writer, self.train, self.genres, self.similarity, self.config = writer, train, genres, similarity, config
         self.positions = reasoning_positions(train, min_history=1)
+        self.sequential = list(sequential)
         self.own: dict[int, list[int]] = {}
         self.dropped: set[int] = set()
 
-    def __len__(self) -> int:
+    @property
+    def n_reasoning(self) -> int:
         return len(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions) + len(self.sequential)
 
     def history(self, i: int) -> np.ndarray:
         user, t = self.positions[i]
@@ -97,15 +121,22 @@ class _Reasoning(Dataset):
                                                self.config.rationale_k, self.config.rationale_genres))
 
     def active(self) -> np.ndarray:
-        return np.array([i for i in range(len(self)) if i not in self.dropped], dtype=np.int64)
+        """The reasoning examples the filtering has not dropped."""
+        return np.array([i for i in range(self.n_reasoning) if i not in self.dropped], dtype=np.int64)
 
     def task(self, i: int) -> int:
-        return 0
+        return 0 if i < self.n_reasoning else 1
 
     def length(self, i: int) -> int:
-        return len(self.history(i))                           # history items: what sets the length
+        if i >= self.n_reasoning:
+            return len(self.sequential[i - self.n_reasoning][0])
+        return len(self.history(i))                           # history items: what sets the length (batches hold
+                                                              # one task, so lengths are compared within a task)
 
     def __getitem__(self, i):
+        if i >= self.n_reasoning:
+            ids, labels = self.sequential[i - self.n_reasoning]
+            return ids, labels, 1
         w, v = self.writer, self.writer.vocab
         thought = self.own[i] if i in self.own else w.text(self.rationale(i))
         parts = [(w.item(h), False) for h in self.history(i)] + [([v.think_token], False),
@@ -116,19 +147,41 @@ class _Reasoning(Dataset):
 
 
 class _Subsample(Sampler):
-    """A fresh random subset of ``n`` of the data's active examples each epoch (all of them when ``n`` is None)."""
+    """Each epoch, ``n`` examples (all reasoning examples when ``n`` is None): a ``sequential`` share of them drawn
+    from the sequential windows, the rest a fresh random subset of the reasoning examples the filtering kept.
+    ``last`` holds the epoch's reasoning examples (what the filtering revisits)."""
 
-    def __init__(self, data: _Reasoning, n: int | None, seed: int):
-        self.data, self.n, self.rng = data, n, np.random.default_rng(seed)
+    def __init__(self, data: _Reasoning, n: int | None, seed: int, sequential: float = 0.0):
+        if not 0.0 <= sequential < 1.0:
+            raise ValueError(f"the sequential share of a reasoning epoch must be in [0, 1), got {sequential}")
+        if sequential > 0 and not data.sequential:
+            raise ValueError("a sequential share needs sequential windows in the reasoning data")
+        self.data, self.n, self.share, self.rng = data, n, sequential, np.random.default_rng(seed)
         self.last: list[int] = []
 
+    def _counts(self) -> tuple[int, int]:
+        total = self.n or self.data.n_reasoning
+        n_seq = int(round(total * self.share))
+        return min(total - n_seq, self.data.n_reasoning - len(self.data.dropped)), n_seq
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Examples of each task per epoch (what ``itemic.TaskBatches`` cuts into batches of one task)."""
+        n_reason, n_seq = self._counts()
+        return {"reason": n_reason, "sequential": n_seq}
+
     def __len__(self) -> int:
-        return min(self.n or len(self.data), len(self.data) - len(self.data.dropped))
+        return sum(self._counts())
 
     def __iter__(self):
-        active = self.data.active()
-        self.last = self.rng.permutation(active)[:len(self)].tolist()
-        return iter(self.last)
+        n_reason, n_seq = self._counts()
+        self.last = self.rng.permutation(self.data.active())[:n_reason].tolist()
+        picks = list(self.last)
+        if n_seq:
+            pool, lo = len(self.data.sequential), self.data.n_reasoning
+            reps = -(-n_seq // pool)
+            picks += (np.concatenate([self.rng.permutation(pool) for _ in range(reps)])[:n_seq] + lo).tolist()
+        return iter(self.rng.permutation(np.asarray(picks, dtype=np.int64)).tolist())
 
 
 class StageData(NamedTuple):
@@ -144,9 +197,15 @@ class Stage:
     it moves and its hooks, and how the model recommends after it. A stage is an object, never a string compared in
     the model: a new stage is a subclass listed in the module's ``stages``."""
     name = ""
-    family = "onerec"           # the profile's recipe (``Profile.recipe``) it trains under
+    family = "finetune"         # the profile's recipe (``Profile.recipe``) it trains under: a stage after the first
+                                # starts from a trained checkpoint
     thinks = False              # after it, the model writes a rationale before its beam search
+    start_thinks = False        # its starting weights (its parent's) recommended thinking first: how epoch 0 validates
     taught_words = True         # it trains on words next to SIDs (what the study measures with captions)
+
+    def recipe_family(self, config: OneRecConfig) -> str:
+        """The profile's recipe this stage trains under, for a model with ``config`` (by default ``family``)."""
+        return self.family
 
     def prepare(self, module: "OneRecThink") -> None:
         """Once the module is built: which weights may train (default: all)."""
@@ -165,8 +224,8 @@ class Stage:
 
 
 class SequentialPreference(Stage):
-    """``base``: history SIDs -> next SID, every training window once per epoch (the paper's Base)."""
-    name, taught_words = "base", False
+    """``base``: history SIDs -> next SID, every training window once per epoch (the paper's Base), from scratch."""
+    name, family, taught_words = "base", "onerec", False
 
     def examples(self, module, split, seed):
         windows = training_windows(split.train, module.config.max_items)
@@ -175,30 +234,50 @@ class SequentialPreference(Stage):
 
 
 class ItemicAlignment(Stage):
-    """``align``: every parameter trains on the four tasks, drawn by ``task_mix`` (``minirec.reasoning.itemic``)."""
+    """``align``: every parameter trains on the four tasks, drawn by ``task_mix`` (``minirec.reasoning.itemic``).
+
+    It starts from the token warm-up, which trained only the new tokens' rows: on a pretrained backbone it fine-tunes
+    (the ``finetune`` recipe), but on a randomly initialised one (a preset) the backbone learns here for the first
+    time, so it trains under Base's from-scratch recipe."""
     name = "align"
+
+    def recipe_family(self, config):
+        from minirec.models.backbone import is_pretrained
+        return "finetune" if is_pretrained(config.backbone) else "onerec"
+
+    def mix(self, config: OneRecConfig) -> tuple:
+        """The stage's task shares, in the order of ``itemic.TASKS``."""
+        return config.task_mix
 
     def examples(self, module, split, seed):
         c, ds = module.config, split.dataset
+        mix = self.mix(c)
+        if len(mix) != len(TASKS):
+            raise ValueError(f"task_mix needs {len(TASKS)} shares, in the order {TASKS}; got {mix}")
+        shares = dict(zip(TASKS, mix))
         writer = module.writer(ds)
         hidden = set(module.held_out_items(ds.n_items).tolist())
         shown = [i for i in range(ds.n_items) if i not in hidden]
-        docs = text_corpus(c.language_corpus) if c.language_corpus else [writer.caption(i) for i in shown]
-        tasks = {"persona": persona_examples(writer, split, c.persona_items, hidden),
-                 "sequential": sequential_examples(writer, training_windows(split.train, c.max_items)),
-                 "caption": caption_examples(writer, shown),
-                 "language": language_examples(writer, docs)}
-        if len(c.task_mix) != len(TASKS):
-            raise ValueError(f"task_mix needs {len(TASKS)} shares, in the order {TASKS}; got {c.task_mix}")
-        data = ExampleSet(tasks)
-        return StageData(data, TaskMix(data, dict(zip(TASKS, c.task_mix)), c.epoch_size, seed), tuple(data.names))
+        makers = {"persona": lambda: persona_examples(writer, split, c.persona_items, hidden),
+                  "sequential": lambda: sequential_examples(writer, training_windows(split.train, c.max_items)),
+                  "caption": lambda: caption_examples(writer, shown),
+                  "language": lambda: language_examples(writer, text_corpus(c.language_corpus) if c.language_corpus
+                                                        else [writer.caption(i) for i in shown])}
+        data = ExampleSet({name: make() for name, make in makers.items() if shares[name] > 0})
+        return StageData(data, TaskMix(data, shares, c.epoch_size, seed), tuple(data.names))
 
 
 class TokenWarmUp(ItemicAlignment):
-    """``warmup``: the alignment tasks, but only the new tokens' rows of the embedding and output matrices train;
-    every other weight stays exactly as it was (restored after each batch: no optimiser state or decay may move a
-    frozen row)."""
+    """``warmup``: interleaved persona grounding only (``warmup_mix``, as the paper's Token Warm-up), and only the new
+    tokens' rows of the embedding and output matrices train; every other weight stays exactly as it was (restored
+    after each batch: no optimiser state or decay may move a frozen row)."""
     name, family, taught_words = "warmup", "warmup", False
+
+    def mix(self, config):
+        return config.warmup_mix
+
+    def recipe_family(self, config):
+        return self.family
 
     def prepare(self, module):
         module.freeze_all_but_new_tokens()
@@ -214,7 +293,9 @@ class TokenWarmUp(ItemicAlignment):
 
 class ReasoningActivation(Stage):
     """``reason``: SFT on ``<think> rationale </think>`` + the target SID (loss on both), a fresh subset of
-    (user, target) pairs each epoch; with ``refine_rationales``, the official code's per-epoch refinement."""
+    (user, target) pairs each epoch, mixed with plain sequential windows (``reason_sequential``); with
+    ``refine_rationales`` (the default), the official code's per-epoch filtering. Its starting weights (the aligned
+    model) recommend without thinking, so epoch 0 validates them that way."""
     name, thinks = "reason", True
 
     def examples(self, module, split, seed):
@@ -224,14 +305,29 @@ class ReasoningActivation(Stage):
             sim = similarity_matrix("text", embeddings=item_embeddings(ds, c.rationale_encoder, verbose=False))
         else:
             sim = similarity_matrix(c.rationale_similarity, codes=module.sid_table.codes)
-        data = _Reasoning(module.writer(ds), split.train, list(ds.items["genres"]), sim, c)
-        per_epoch = c.reason_examples or len(training_windows(split.train, c.max_items))
-        return StageData(data, _Subsample(data, per_epoch, seed), ("reason",))
+        windows = training_windows(split.train, c.max_items)
+        writer = module.writer(ds)
+        longest = longest_rationale(writer, ds.genre_vocabulary, c.rationale_genres)
+        if longest >= c.rationale_tokens:
+            raise ValueError(f"rationale_tokens={c.rationale_tokens} cannot hold the longest template rationale "
+                             f"({longest} tokens and </think>): the model could never finish one. Raise it.")
+        sequential = sequential_examples(writer, windows) if c.reason_sequential > 0 else ()
+        data = _Reasoning(writer, split.train, list(ds.items["genres"]), sim, c, sequential)
+        sampler = _Subsample(data, c.reason_examples or len(windows), seed, c.reason_sequential)
+        return StageData(data, sampler, ("reason", "sequential"))
 
     def on_train_epoch_end(self, module):
         if module.config.refine_rationales:
             counts = module.refine_rationales(module.stage_data.sampler.last)
-            module.log("refine_kept", counts["kept"] / max(1, counts["kept"] + counts["dropped"]))
+            total = max(1, sum(counts.values()))
+            module.log("refine_kept", counts["kept"] / total)          # the model's own rationale replaced the template
+            module.log("refine_dropped", counts["dropped"] / total)    # its rationale missed the target: dropped
+
+
+def longest_rationale(writer: ItemWriter, vocabulary: Sequence[str], n_genres: int) -> int:
+    """Tokens of the longest template rationale: the one naming the ``n_genres`` genres with the longest spellings."""
+    longest = sorted(vocabulary, key=lambda g: len(writer.text(" " + g)), reverse=True)[:n_genres]
+    return max(len(writer.text(rationale_text(longest[:n]))) for n in range(len(longest) + 1))
 
 
 STAGES = {stage.name: stage for stage in (SequentialPreference(), TokenWarmUp(), ItemicAlignment(),
@@ -267,6 +363,7 @@ class OneRecThink(GenerativeRecommender):
         if config.stage not in self.stages:
             raise ValueError(f"unknown stage {config.stage!r}; choose one of {tuple(self.stages)}")
         self.training_stage = self.stages[config.stage]
+        self.thinks = self.training_stage.thinks      # it writes a rationale before its beam search
         self.stage_data: StageData | None = None      # what the stage trains on, once ``training_examples`` ran
         super().__init__(config, sid_table, texts, model, tokenizer)
         v = self.vocab
@@ -274,11 +371,13 @@ class OneRecThink(GenerativeRecommender):
         wrapped = torch.cat([torch.full((n, 1), v.item_token), self.item_tokens, torch.full((n, 1), v.item_end_token)], 1)
         self.register_buffer("wrapped_tokens", wrapped, persistent=False)
         self.register_buffer("text_tokens", self._text_mask(), persistent=False)
+        if config.train_layers is not None:
+            train_last_layers(self.model, config.train_layers)
         self.training_stage.prepare(self)
 
     @classmethod
     def recipe_family(cls, config: OneRecConfig) -> str:
-        return cls.stages[config.stage].family
+        return cls.stages[config.stage].recipe_family(config)
 
     @property
     def history_tokens(self) -> torch.Tensor:
@@ -311,6 +410,30 @@ class OneRecThink(GenerativeRecommender):
             self._warm.append(w)
         self._keep_rows = keep
 
+    def starting_protocol(self):
+        """Epoch 0 validates the starting weights as the parent recommended (thinking first or not)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def as_parent():
+            self.thinks = self.training_stage.start_thinks
+            try:
+                yield
+            finally:
+                self.thinks = self.training_stage.thinks
+        return as_parent()
+
+    def keep_start(self) -> None:
+        """No epoch beat the parent's weights: the stage keeps them and recommends as the parent did."""
+        self.thinks = self.training_stage.start_thinks
+
+    def starting_weights(self, parent):
+        """A stage that starts from a thinking model (GRPO) starts from the parent's best *thinking* weights, even
+        when the parent kept its own start (which does not think)."""
+        if self.training_stage.start_thinks and not getattr(parent.module, "thinks", True):
+            return torch.load(parent.trained_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        return parent.module.state_dict()
+
     def on_train_start(self) -> None:
         self.training_stage.on_train_start(self)
 
@@ -322,12 +445,18 @@ class OneRecThink(GenerativeRecommender):
 
     @torch.no_grad()
     def refine_rationales(self, indices: Sequence[int], batch_size: int = 128) -> dict[str, int]:
-        """The official code's refinement loop: for each example, write a rationale (greedy) and beam-search after it;
-        if the target is in the beams, the model's rationale replaces the template, otherwise the example is dropped."""
+        """The official code's refinement loop: for each reasoning example, write a rationale (greedy) and beam-search
+        after it; if the target is in the beams, the model's rationale replaces the template, otherwise the example is
+        dropped. A text the model did not finish (no ``</think>`` within ``rationale_tokens``) or that names no genre
+        is no rationale: the example keeps its template (counted as ``template``), so a model early in training cannot
+        teach itself its own noise."""
+        from minirec.reasoning.rationales import genres_in
         data, v = self.stage_data.dataset, self.vocab
+        indices = [i for i in indices if i < data.n_reasoning]          # sequential windows have no rationale
+        vocabulary = sorted({g for gs in data.genres for g in gs})
         was_training = self.training
         self.eval()
-        kept = dropped = 0
+        kept = dropped = template = 0
         for lo in range(0, len(indices), batch_size):
             chunk = list(indices[lo:lo + batch_size])
             rows = self.prompts(torch.as_tensor(pad_left([data.history(i) for i in chunk])))
@@ -340,7 +469,12 @@ class OneRecThink(GenerativeRecommender):
             items, _ = constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device),
                                                self.config.beam_width, self.config.beam_width, exclude)
             for i, thought, beams in zip(chunk, thoughts, items.tolist()):
-                if data.target(i) in beams:
+                if len(thought) >= self.config.rationale_tokens or not genres_in(self.tokenizer.decode(thought),
+                                                                                 vocabulary):
+                    data.own.pop(i, None)
+                    data.dropped.discard(i)
+                    template += 1
+                elif data.target(i) in beams:
                     data.own[i] = thought
                     data.dropped.discard(i)
                     kept += 1
@@ -349,7 +483,7 @@ class OneRecThink(GenerativeRecommender):
                     data.dropped.add(i)
                     dropped += 1
         self.train(was_training)
-        return {"kept": kept, "dropped": dropped}
+        return {"kept": kept, "dropped": dropped, "template": template}
 
     # ------------------------------------------------------------------ training data
     def writer(self, dataset: SequenceDataset) -> ItemWriter:
@@ -412,7 +546,7 @@ class OneRecThink(GenerativeRecommender):
         c, v, device = self.config, self.vocab, self.wrapped_tokens.device
         width = beam_width or max(c.beam_width, k)
         rows = self.prompts(inputs)
-        thinks = self.training_stage.thinks
+        thinks = self.thinks
         n = c.n_rationales if thinks else 1
         if thinks:
             temperature = c.rationale_temperature if n > 1 else 0.0
@@ -520,6 +654,54 @@ def recommend(module: OneRecThink, stage, k: int = 20, batch_size: int = 256) ->
     for x, exclude, _ in stage_batches(stage, module.config.max_items, batch_size, module.wrapped_tokens.device):
         items.append(module.beam_search(x, exclude, k, max(module.config.beam_width, k), rationales=rationales)[0])
     return torch.cat(items).cpu().numpy(), rationales
+
+
+@torch.no_grad()
+def rationale_swap(module: OneRecThink, stage, n_users: int = 200, k: int = 10, seed: int = 0,
+                   batch_size: int = 128) -> dict[str, float]:
+    """Does the beam search read the rationale? For ``n_users`` users of an evaluation stage (a seeded subset), the
+    top-k after each user's own greedy rationale and after another user's (a random derangement of the subset).
+
+    Returns the users, their distinct rationales, the share of swaps that put a different rationale in (two users
+    may write the same one), the share of users whose top-k changes and the mean overlap of the two top-k lists (both
+    over swaps with a different rationale; NaN when there is none)."""
+    if not module.thinks:
+        raise ValueError("this model does not think before recommending: there is no rationale to swap")
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.permutation(len(stage))[:n_users])
+    if len(users) < 2:
+        raise ValueError("swapping rationales needs at least two users")
+    shift = rng.integers(1, len(users))
+    other = (np.arange(len(users)) + shift) % len(users)              # a derangement: nobody keeps their own
+    inputs, histories = stage.inputs(module.config.max_items), stage.histories
+    v, device = module.vocab, module.wrapped_tokens.device
+    module.eval()
+    module.trie.to(device)
+    rows = module.prompts(torch.as_tensor(pad_left([inputs[u] for u in users])))
+    thoughts = []
+    for lo in range(0, len(rows), batch_size):
+        thoughts += module.write_rationales(rows[lo:lo + batch_size])
+
+    def top_k(given):
+        out = []
+        for lo in range(0, len(rows), batch_size):
+            prompts = [r + [v.think_token] + t + [v.think_end_token, v.item_token]
+                       for r, t in zip(rows[lo:lo + batch_size], given[lo:lo + batch_size])]
+            ids, mask = left_pad(prompts, v.pad_token)
+            exclude = left_pad([histories[u].tolist() for u in users[lo:lo + batch_size]], -1)[0].to(device)
+            width = max(module.config.beam_width, k)
+            out += constrained_beam_search(module.model, v, module.trie, ids.to(device), mask.to(device), width, k,
+                                           exclude)[0].tolist()
+        return out
+
+    own, swapped = top_k(thoughts), top_k([thoughts[j] for j in other])
+    differs = np.array([thoughts[i] != thoughts[j] for i, j in enumerate(other)])
+    changed = np.array([a != b for a, b in zip(own, swapped)])
+    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(own, swapped)])
+    return {"users": int(len(users)), "distinct rationales": len({tuple(t) for t in thoughts}),
+            "swaps with a different rationale": float(differs.mean()),
+            "top-k changed": float(changed[differs].mean()) if differs.any() else float("nan"),
+            "mean top-k overlap": float(overlap[differs].mean()) if differs.any() else float("nan")}
 
 
 def evaluate_sampled(fits, stage, n_rationales: int, temperature: float) -> dict[int, dict[str, np.ndarray]]:

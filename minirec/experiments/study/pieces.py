@@ -19,7 +19,8 @@ from minirec.experiments.study.plan import CACHED_LEVELS, PREFIX_COUNTS, THINK_A
 from minirec.profiles import Profile
 
 # what a piece keeps of its training curve: every model's validation and learning rate, and GRPO's signal
-CURVE_KEYS = ("epoch", "val_ndcg10", "lr", "reward", "hit_any", "flat_groups", "kl", "clipped")
+CURVE_KEYS = ("epoch", "val_ndcg10", "lr", "reward", "hit_any", "flat_groups", "kl", "clipped", "refine_kept",
+              "refine_dropped")
 
 
 def piece_path(dataset: str, label: str, seed: int, figures_dir: str | Path | None = None,
@@ -60,8 +61,11 @@ def train_piece(spec: RunSpec, split, profile: Profile, seed: int, figures_dir: 
     meta = {"label": spec.label, "seed": int(seed), "profile": profile.name, "dataset": split.dataset.name,
             "epochs": int(fit.epochs), "seconds": float(fit.seconds), "best_val_ndcg10": float(fit.best_val_ndcg10),
             "curve": curve, "commit": git_commit(), "users": len(split.test),
-            **({"protocol": protocol} if protocol else {})}
-    meta.update(stage_diagnostics(fit.module, split))
+            **({"protocol": protocol} if protocol else {}),
+            **({"start_val": float(fit.start_val), "kept_start": bool(fit.kept_start)} if fit.start_val is not None
+               else {})}
+    # what the stage learnt: its best trained epoch, also where it kept its starting weights (the evidence of why)
+    meta.update(stage_diagnostics(fit.trained_module(spec.build), split))
     piece = Piece(spec.label, int(seed), digest(fingerprint(spec, split, profile)), runs.per_user_by_seed[seed], meta,
                   np.asarray(split.test.users), protocol)
     return save_piece(piece, split.dataset.name, figures_dir)
@@ -112,7 +116,7 @@ def stage_diagnostics(module, split) -> dict:
     other models."""
     from minirec.reasoning import itemic
     from minirec.reasoning.rationales import genre_agreement
-    from minirec.reasoning.onerec import OneRecThink, recommend
+    from minirec.reasoning.onerec import OneRecThink, rationale_swap, recommend
 
     if not isinstance(module, OneRecThink) or not module.training_stage.taught_words:
         return {}
@@ -121,12 +125,15 @@ def stage_diagnostics(module, split) -> dict:
     groups = itemic.caption_groups(ds.n_items, module.config.caption_holdout)
     out = {"captions": {group: scores for (_, group), scores in
                         itemic.caption_report({"stage": module}, ds, groups, floor=False).items()}}
-    if module.training_stage.thinks:
+    if module.thinks:
         _, rationales = recommend(module, split.test, k=10)
         agree = genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)
+        swap = rationale_swap(module, split.test)
         out["rationales"] = {"names a target genre": float(agree["any"].mean()),
                              "names every target genre": float(agree["all"].mean()),
-                             "distinct": len(set(rationales)), "users": len(rationales)}
+                             "distinct": len(set(rationales)), "users": len(rationales),
+                             "top-10 changed when two users' rationales are swapped": swap["top-k changed"],
+                             "top-10 overlap when swapped": swap["mean top-k overlap"]}
     return out
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from minirec.experiments.runner import RunSpec
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, S2GR, S2GR_SETTINGS,
-                                      SASREC_FIRST as SASREC, SpecCatalogue, grpo_candidates as rl_candidates)
+                                      SASREC_FIRST as SASREC, SpecCatalogue, grpo_candidates as rl_candidates,
+                                      reason_rates)
 from minirec.profiles import Profile
 
 THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
@@ -18,13 +19,15 @@ CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings 
 def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, RunSpec]:
     """Every spec the study trains, from the catalogue the notebooks use (``specs.SpecCatalogue``): SASRec at the
     grid's first setting, TIGER-mini, item-ID TIGER, S²GR-mini and its settings, OneRec-Think's ranking stages, the
-    alignment diagnostic and every GRPO candidate (each carrying its own recipe changes). ``sid_table``: another SID
+    alignment diagnostic, the reasoning stage at every fine-tuning rate and every GRPO candidate (each carrying its
+    own recipe changes). ``sid_table``: another SID
     table than the profile's."""
     specs = SpecCatalogue(ds, profile, sid_table)
     chain = specs.onerec()
     out = [specs.sasrec_first(split), specs.tiger(), specs.item_id_tiger(ITEM_ID_TIGER_PIECE),
            *(specs.s2gr(name) for name in (S2GR, *S2GR_SETTINGS)), chain.base, chain.align, chain.reason,
-           specs.align_cosine(), *(specs.grpo(label) for label in specs.grpo_candidates())]
+           *specs.reason_rate_candidates(), specs.align_cosine(),
+           *(specs.grpo(label) for label in specs.grpo_candidates())]
     return {spec.label: spec for spec in out}
 
 
@@ -37,11 +40,14 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_P
 
 
 def expand_models(names: list[str], profile: Profile) -> list[str]:
-    """Command-line model names, with ``OneRec-RL`` standing for every GRPO candidate and ``OneRec-RL-<reward>`` for
-    that reward at both learning rates."""
+    """Command-line model names, with ``OneRec-RL`` standing for every GRPO candidate, ``OneRec-RL-<reward>`` for
+    that reward at both learning rates, and ``OneRec-reason-rates`` for the reasoning stage at every fine-tuning
+    rate."""
     out, candidates = [], rl_candidates(profile)
     for name in names:
-        if name == "OneRec-RL":
+        if name == "OneRec-reason-rates":
+            out += list(reason_rates(profile))
+        elif name == "OneRec-RL":
             out += list(candidates)
         elif name.startswith("OneRec-RL-"):
             reward = name.removeprefix("OneRec-RL-")
