@@ -40,6 +40,7 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")          # Lightning 2.6 / torch 2.13 chatter
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")   # a resumed fit's own folder
 
 
 class _Windows(Dataset):
@@ -198,7 +199,16 @@ class PlateauDecay(L.Callback):
             raise ValueError(f"plateau schedule: decay_patience must be >= 1 and 0 < decay_factor < 1, "
                              f"got {decay_patience} and {decay_factor}")
         self.monitor, self.decay_patience, self.decay_factor = monitor, decay_patience, decay_factor
-        self.best, self.stale, self.cuts = -math.inf, 0, []
+        self.best, self.stale, self.cuts, self.scale = -math.inf, 0, [], 1.0
+
+    def state_dict(self) -> dict:            # saved in every checkpoint: a resumed fit cuts where this one would have
+        return {"best": self.best, "stale": self.stale, "cuts": list(self.cuts), "scale": self.scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.stale, self.cuts, self.scale = state["best"], state["stale"], list(state["cuts"]), state["scale"]
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.lr_scale = self.scale
 
     def on_validation_end(self, trainer, pl_module):
         value = trainer.callback_metrics.get(self.monitor)
@@ -210,7 +220,8 @@ class PlateauDecay(L.Callback):
             return
         self.stale += 1
         if self.stale >= self.decay_patience:
-            pl_module.lr_scale *= self.decay_factor
+            self.scale *= self.decay_factor
+            pl_module.lr_scale = self.scale
             self.stale = 0
             self.cuts.append(trainer.current_epoch)
 
@@ -220,6 +231,21 @@ class CurveRecorder(L.Callback):
 
     def __init__(self):
         self.rows: list[dict] = []
+        self.earlier = 0.0                   # training seconds of the sessions before a resume
+        self.started = time.perf_counter()
+
+    def state_dict(self) -> dict:            # saved in every checkpoint: a resumed fit keeps its rows and its time
+        return {"rows": self.rows, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self.earlier = list(state["rows"]), float(state["seconds"])
+
+    def on_train_start(self, trainer, pl_module):
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.earlier + time.perf_counter() - self.started
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch}
@@ -271,7 +297,7 @@ def validate_start(module: RankingModule, datamodule: L.LightningDataModule, pro
 
 
 def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, ckpt_dir: str | Path,
-        monitor: str | None = None, meta: dict | None = None, from_checkpoint: bool = False,
+        monitor: str | None = None, meta: dict | None = None, from_checkpoint: bool = False, resume: bool = False,
         **trainer_overrides) -> FitResult:
     """Train with the profile's recipe for the module's family, early stopping on ``module.monitor``
     (validation NDCG@10 for every ranker) unless ``monitor`` names another logged quantity.
@@ -282,6 +308,10 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     ``from_checkpoint``: the module starts from trained weights (a later stage of a staged method). They are
     validated first, as epoch 0 (the curve row with epoch ``START_EPOCH``); early stopping and the plateau
     schedule count from that score, and when no epoch beats it the starting weights are what the fit keeps.
+
+    Every epoch also writes ``last.ckpt`` (weights, optimiser, schedule, early stopping, curves so far), removed when
+    the fit completes. ``resume``: a fit of ``ckpt_dir`` that was interrupted (a ``last.ckpt`` and no ``fit.json``)
+    continues from its last epoch instead of starting over: a study piece longer than a working session still ends.
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -290,7 +320,10 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     module.recipe = recipe
     datamodule.batch_size = recipe.batch_size
     ckpt_dir = Path(ckpt_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)         # a re-run starts clean, never mixes checkpoints
+    last = ckpt_dir / "last.ckpt"
+    resuming = resume and last.is_file() and not (ckpt_dir / "fit.json").exists()
+    if not resuming:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)     # a re-run starts clean, never mixes checkpoints
     quiet_lightning()
     start_row, start_state = None, None
     if from_checkpoint:
@@ -300,7 +333,7 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
         start_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     curves = CurveRecorder()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
-                                 save_top_k=1, enable_version_counter=False)
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=recipe.patience)
     callbacks = [curves, checkpoint, stopper]
     module.lr_scale = 1.0
@@ -316,9 +349,8 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
                    enable_model_summary=False, log_every_n_steps=10)
     options.update(trainer_overrides)
     trainer = L.Trainer(**options)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    seconds = time.perf_counter() - start
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
+    seconds = curves.seconds                  # every session's training time, a resumed fit's included
     device = profile.device()                 # Lightning hands the module back on the CPU; it stays on the device
     module.to(device)
     best_path = checkpoint.best_model_path
@@ -350,7 +382,9 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
              if start_row is not None else {})
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
                                        "epochs": result.epochs, "seconds": seconds, **start,
+                                       **({"resumed": True} if resuming else {}),
                                        **({"lr_cut_epochs": cuts[0]} if cuts else {}), **(meta or {})})
+    last.unlink(missing_ok=True)              # complete: nothing left to resume
     return result
 
 

@@ -112,7 +112,9 @@ def test_profiles_hold_recipes_not_architecture():
         assert p.recipe("rl").warmup_steps > 0
     assert get_profile("gpu").arch("onerec")["backbone"] == "smollm2-135m"    # a real pretrained language model
     study = get_profile("study")
-    assert study.recipe("rl").max_epochs * -(-64 // study.recipe("rl").batch_size) >= 2000     # GRPO's update budget
+    for p in (study, get_profile("gpu")):       # GRPO's update budget, all of it run
+        rl = p.recipe("rl")
+        assert rl.max_epochs * -(-64 // rl.batch_size) >= 2000 and rl.patience >= rl.max_epochs
 
 
 def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default():
@@ -774,3 +776,29 @@ def test_the_reasoning_stage_s_fine_tuning_rate_is_a_grid_chosen_on_validation(s
     assert set(grid.candidates) == set(rates) and grid.against == ALIGN and grid.headline == REASON
     assert study.expand_models(["OneRec-reason-rates"], profile) == list(rates)
     assert set(rates) <= set(study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids))
+
+
+def test_an_interrupted_fit_resumes_from_its_last_epoch_and_ends_as_one_fit(setup, tmp_path, monkeypatch):
+    """A fit killed after its second epoch leaves last.ckpt; run again, it continues with the third epoch (its curve
+    rows, plateau state and time carried over) instead of starting over, and leaves no last.ckpt behind."""
+    split, _, spec, profile = setup
+    profile = with_recipe(profile, "generative", max_epochs=3, patience=5, schedule="plateau", decay_patience=1)
+    module_class = spec.model
+
+    def stop_after_second_epoch(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("the session ended")
+    monkeypatch.setattr(module_class, "on_train_epoch_end", stop_after_second_epoch, raising=False)
+    with pytest.raises(RuntimeError, match="session ended"):
+        run(spec, split, profile, runs_dir=tmp_path, verbose=False)
+    folder = next(tmp_path.glob("checkpoints/synthetic/*/seed0"))
+    assert (folder / "last.ckpt").is_file() and not (folder / "fit.json").exists()
+    monkeypatch.undo()
+    resumed = run(spec, split, profile, runs_dir=tmp_path, verbose=False).fits[0]
+    meta = json.loads((folder / "fit.json").read_text())
+    assert meta["resumed"] and [r["epoch"] for r in resumed.curves] == [0, 1, 2] and resumed.epochs == 3
+    assert not (folder / "last.ckpt").exists() and (folder / "best.ckpt").exists()
+    assert resumed.seconds > 0
+    again = run(spec, split, profile, runs_dir=tmp_path, verbose=False, retrain=True).fits[0]   # retrain: clean
+    assert [r["epoch"] for r in again.curves] == [0, 1, 2]
+    assert "resumed" not in json.loads((folder / "fit.json").read_text())

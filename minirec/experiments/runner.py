@@ -261,14 +261,16 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
         start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose, events)
     if verbose:
         why = "retrain=True" if retrain else unreadable or why_not_reused(spec, fp, seed, runs_dir)
-        print(f"{spec.label}, seed {seed}: training ({why})" + (f", from {spec.parent.label}" if start is not None else ""))
+        resumes = not retrain and (folder / "last.ckpt").is_file()
+        print(f"{spec.label}, seed {seed}: " + ("resuming its interrupted training" if resumes else f"training ({why})")
+              + (f", from {spec.parent.label}" if start is not None else ""))
     seed_everything(seed)
     module = spec.build()
     if start is not None:
         module.load_state_dict(module.starting_weights(start))
     datamodule = module.make_datamodule(split, seed)
-    result = fit(module, datamodule, spec.trained_under(profile), folder,
-                 meta={"label": spec.label, "fingerprint": fp}, from_checkpoint=start is not None)
+    result = fit(module, datamodule, spec.trained_under(profile), folder, meta={"label": spec.label, "fingerprint": fp},
+                 from_checkpoint=start is not None, resume=not retrain)      # an interrupted fit continues
     log_checkpoint(log_name, seed, result.seconds, trained=True)
     events.append(CheckpointEvent(spec.label, seed, True, result.seconds, str(folder)))
     return result
