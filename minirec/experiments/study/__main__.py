@@ -23,7 +23,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--model", action="append", default=[],
                         help="a headline label or alias: SASRec, TIGER-mini, item-ID-TIGER, S2GR-mini, OneRec-base, "
-                             "OneRec-align, OneRec-reason, OneRec-RL (every GRPO setting), OneRec-RL-beam (one "
+                             "OneRec-align, OneRec-reason, OneRec-reason-rates (the reasoning stage at every "
+                             "fine-tuning rate), OneRec-RL (every GRPO setting), OneRec-RL-beam (one "
                              "reward, both learning rates), Think-Ahead (serves OneRec-reason and TIGER-mini); a stage "
                              "trains its earlier stages first unless their checkpoints exist")
     parser.add_argument("--seed", type=int, action="append", default=[])
