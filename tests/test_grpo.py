@@ -134,6 +134,11 @@ def test_grpo_fit_through_the_runner_logs_its_signals_and_recommends(rl_spec, on
     assert len(curves) == 2 and start["epoch"] == -1 and "reward" not in start
     assert start["val_ndcg10"] == pytest.approx(runs.fits[0].start_val)
     assert module.thinks                               # kept start or not, GRPO's model thinks
+    # it starts from its parent's best thinking epoch (the parent as trained in this runs folder, reused here; where
+    # it kept its aligned start, those weights are its trained.ckpt): GRPO's epoch 0 is that epoch's validation score
+    reason = run(spec.parent, split, profile, runs_dir=tmp_path, verbose=False).fits[0]
+    best_thinking = max(r["val_ndcg10"] for r in reason.curves if r["epoch"] >= 0)
+    assert runs.fits[0].start_val == pytest.approx(best_thinking, abs=1e-6)
     for row in curves:
         assert {"reward", "kl", "flat_groups", "clipped", "val_ndcg10"} <= set(row)
         assert 0 <= row["reward"] <= 1 and row["kl"] >= 0 and 0 <= row["flat_groups"] <= 1
