@@ -296,6 +296,12 @@ def validate_start(module: RankingModule, datamodule: L.LightningDataModule, pro
     return {k: float(v) for k, v in metrics.items()}
 
 
+def resumable(ckpt_dir: str | Path) -> bool:
+    """A fit of ``ckpt_dir`` was interrupted: it left a ``last.ckpt`` and never completed (no ``fit.json``)."""
+    ckpt_dir = Path(ckpt_dir)
+    return (ckpt_dir / "last.ckpt").is_file() and not (ckpt_dir / "fit.json").exists()
+
+
 def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profile, ckpt_dir: str | Path,
         monitor: str | None = None, meta: dict | None = None, from_checkpoint: bool = False, resume: bool = False,
         **trainer_overrides) -> FitResult:
@@ -321,7 +327,7 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     datamodule.batch_size = recipe.batch_size
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.ckpt"
-    resuming = resume and last.is_file() and not (ckpt_dir / "fit.json").exists()
+    resuming = resume and resumable(ckpt_dir)
     if not resuming:
         shutil.rmtree(ckpt_dir, ignore_errors=True)     # a re-run starts clean, never mixes checkpoints
     quiet_lightning()
@@ -335,15 +341,14 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=recipe.patience)
-    callbacks = [curves, checkpoint, stopper]
     module.lr_scale = 1.0
-    if recipe.schedule == "plateau":
-        callbacks.append(PlateauDecay(monitor, recipe.decay_patience, recipe.decay_factor))
+    plateau = (PlateauDecay(monitor, recipe.decay_patience, recipe.decay_factor) if recipe.schedule == "plateau"
+               else None)
+    callbacks = [curves, checkpoint, stopper] + ([plateau] if plateau else [])
     if start_row is not None:                 # epoch 0 is the score to beat, for stopping and for the lr cuts
         stopper.best_score = torch.tensor(start_row[monitor])
-        for c in callbacks:
-            if isinstance(c, PlateauDecay):
-                c.best = start_row[monitor]
+        if plateau:
+            plateau.best = start_row[monitor]
     options = dict(profile.trainer_kwargs(), max_epochs=recipe.max_epochs, logger=False,
                    callbacks=callbacks, num_sanity_val_steps=0,
                    enable_model_summary=False, log_every_n_steps=10)
@@ -371,19 +376,17 @@ def fit(module: RankingModule, datamodule: L.LightningDataModule, profile: Profi
     else:
         state = torch.load(best_path, map_location=device, weights_only=False)["state_dict"]
         module.load_state_dict(state)         # back to the best epoch, in place
-    module.to(device)
     module.eval()
     rows = ([start_row] if start_row is not None else []) + curves.rows
     best = start_row[monitor] if kept_start else trained_best
     result = FitResult(module, rows, best, trainer.current_epoch, seconds, best_path,
                        start_row[monitor] if start_row is not None else None, kept_start, trained_path)
-    cuts = [c.cuts for c in callbacks if isinstance(c, PlateauDecay)]
     start = ({"start_val": result.start_val, "kept_start": kept_start, "trained_val": trained_best}
              if start_row is not None else {})
     write_json(ckpt_dir / "fit.json", {"curves": result.curves, "best_val_ndcg10": result.best_val_ndcg10,
                                        "epochs": result.epochs, "seconds": seconds, **start,
                                        **({"resumed": True} if resuming else {}),
-                                       **({"lr_cut_epochs": cuts[0]} if cuts else {}), **(meta or {})})
+                                       **({"lr_cut_epochs": plateau.cuts} if plateau else {}), **(meta or {})})
     last.unlink(missing_ok=True)              # complete: nothing left to resume
     return result
 

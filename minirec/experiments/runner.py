@@ -37,7 +37,7 @@ from minirec.data.dataset import LeaveOneOutSplit
 from minirec.experiments.results import RANKING_METRICS, ResultsTable
 from minirec.metrics import evaluate
 from minirec.profiles import Profile, seed_everything, with_recipe
-from minirec.training import FitResult, fit, load_fit, log_checkpoint
+from minirec.training import FitResult, fit, load_fit, log_checkpoint, resumable
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ def fit_or_load(spec: RunSpec, split: LeaveOneOutSplit, profile: Profile, seed: 
         start = fit_or_load(spec.parent, split, profile, seed, False, runs_dir, verbose, events)
     if verbose:
         why = "retrain=True" if retrain else unreadable or why_not_reused(spec, fp, seed, runs_dir)
-        resumes = not retrain and (folder / "last.ckpt").is_file()
+        resumes = not retrain and resumable(folder)
         print(f"{spec.label}, seed {seed}: " + ("resuming its interrupted training" if resumes else f"training ({why})")
               + (f", from {spec.parent.label}" if start is not None else ""))
     seed_everything(seed)

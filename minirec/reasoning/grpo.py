@@ -224,7 +224,7 @@ class ReasoningRL(OneRecThink):
         G = c.group_size
         rows = self.prompts(torch.as_tensor(pad_left(histories)))
         thoughts = self.write_rationales(rows, G, c.rl_temperature, generator)
-        seqs = [r + [v.think_token] + t + [v.think_end_token] for r, t in zip([r for r in rows for _ in range(G)], thoughts)]
+        seqs = self.with_thoughts([r for r in rows for _ in range(G)], thoughts)
         ids, mask = left_pad([s + [v.item_token] for s in seqs], v.pad_token)
         exclude = torch.as_tensor(pad_left([h for h in (seen or histories) for _ in range(G)])).to(device)
         self.trie.to(device)

@@ -164,13 +164,21 @@ def caption_groups(n_items: int, share: float) -> dict[str, np.ndarray]:
             "captioned in training": np.setdiff1d(np.arange(n_items), held_out)[:len(held_out)]}
 
 
+def _floor_genre(dataset: SequenceDataset, groups: dict[str, np.ndarray]) -> str:
+    """The genre most common among the taught items: what the floor always writes."""
+    return str(dataset.items["genres"].iloc[groups["captioned in training"]].explode().value_counts().index[0])
+
+
+def _floor_scores(dataset: SequenceDataset, common: str, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Per item of ``items``: the caption scores of always writing the genre ``common`` (the floor)."""
+    return caption_scores([f"? Genres: {common}."] * len(items), dataset, items)
+
+
 def caption_floor(dataset: SequenceDataset, groups: dict[str, np.ndarray]) -> tuple[str, dict[str, dict[str, float]]]:
     """The score a model must beat to have read anything from the codes: always writing the genre most common among
     the taught items, scored like a model's captions. Returns (that genre, {group: mean scores})."""
-    taught = groups["captioned in training"]
-    common = str(dataset.items["genres"].iloc[taught].explode().value_counts().index[0])
-    return common, {group: {k: float(v.mean()) for k, v in
-                            caption_scores([f"? Genres: {common}."] * len(items), dataset, items).items()}
+    common = _floor_genre(dataset, groups)
+    return common, {group: {k: float(v.mean()) for k, v in _floor_scores(dataset, common, items).items()}
                     for group, items in groups.items()}
 
 
@@ -196,9 +204,8 @@ def caption_floor_gap(model, dataset: SequenceDataset, groups: dict[str, np.ndar
     it (the floor is the "b" side)."""
     from minirec.metrics import paired_bootstrap
     items = groups["held-out items"]
-    common, _ = caption_floor(dataset, groups)
     written = caption_scores(model.caption(items.tolist()), dataset, items)[score]
-    floor = caption_scores([f"? Genres: {common}."] * len(items), dataset, items)[score]
+    floor = _floor_scores(dataset, _floor_genre(dataset, groups), items)[score]
     return paired_bootstrap(written, floor, score, n_boot)
 
 

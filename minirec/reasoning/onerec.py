@@ -28,6 +28,7 @@ flagged, never turned into an invented item: every answer comes out of the trie)
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from minirec.models.backbone import SPECIAL_TOKENS, train_last_layers
+from minirec.models.backbone import SPECIAL_TOKENS, is_pretrained, train_last_layers
 from minirec.profiles import data_size
 from minirec.models.beam_search import constrained_beam_search
 from minirec.data.dataset import (EmptyHistoryError, LeaveOneOutSplit, SequenceDataset, UnknownItemError, pad_left,
@@ -242,7 +243,6 @@ class ItemicAlignment(Stage):
     name = "align"
 
     def recipe_family(self, config):
-        from minirec.models.backbone import is_pretrained
         return "finetune" if is_pretrained(config.backbone) else "onerec"
 
     def mix(self, config: OneRecConfig) -> tuple:
@@ -410,18 +410,14 @@ class OneRecThink(GenerativeRecommender):
             self._warm.append(w)
         self._keep_rows = keep
 
+    @contextlib.contextmanager
     def starting_protocol(self):
         """Epoch 0 validates the starting weights as the parent recommended (thinking first or not)."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def as_parent():
-            self.thinks = self.training_stage.start_thinks
-            try:
-                yield
-            finally:
-                self.thinks = self.training_stage.thinks
-        return as_parent()
+        self.thinks = self.training_stage.start_thinks
+        try:
+            yield
+        finally:
+            self.thinks = self.training_stage.thinks
 
     def keep_start(self) -> None:
         """No epoch beat the parent's weights: the stage keeps them and recommends as the parent did."""
@@ -451,7 +447,7 @@ class OneRecThink(GenerativeRecommender):
         is no rationale: the example keeps its template (counted as ``template``), so a model early in training cannot
         teach itself its own noise."""
         from minirec.reasoning.rationales import genres_in
-        data, v = self.stage_data.dataset, self.vocab
+        data = self.stage_data.dataset
         indices = [i for i in indices if i < data.n_reasoning]          # sequential windows have no rationale
         vocabulary = sorted({g for gs in data.genres for g in gs})
         was_training = self.training
@@ -461,13 +457,8 @@ class OneRecThink(GenerativeRecommender):
             chunk = list(indices[lo:lo + batch_size])
             rows = self.prompts(torch.as_tensor(pad_left([data.history(i) for i in chunk])))
             thoughts = self.write_rationales(rows)
-            prompts = [r + [v.think_token] + t + [v.think_end_token, v.item_token] for r, t in zip(rows, thoughts)]
-            ids, mask = left_pad(prompts, v.pad_token)
-            device = self.wrapped_tokens.device
-            exclude = left_pad([data.history(i).tolist() for i in chunk], -1)[0].to(device)
-            self.trie.to(device)
-            items, _ = constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device),
-                                               self.config.beam_width, self.config.beam_width, exclude)
+            items = self.search_after(rows, thoughts, [data.history(i) for i in chunk], self.config.beam_width,
+                                      self.config.beam_width)
             for i, thought, beams in zip(chunk, thoughts, items.tolist()):
                 if len(thought) >= self.config.rationale_tokens or not genres_in(self.tokenizer.decode(thought),
                                                                                  vocabulary):
@@ -536,6 +527,22 @@ class OneRecThink(GenerativeRecommender):
         return generate_text(self.model, ids.to(device), mask.to(device), self.text_tokens, self.vocab.think_end_token,
                              self.config.rationale_tokens, temperature, generator)
 
+    def with_thoughts(self, rows: list[list[int]], thoughts: list[list[int]]) -> list[list[int]]:
+        """Each prompt row followed by ``<think>``, its rationale and ``</think>``."""
+        v = self.vocab
+        return [r + [v.think_token] + t + [v.think_end_token] for r, t in zip(rows, thoughts)]
+
+    def search_after(self, rows: list[list[int]], thoughts: list[list[int]], exclude: Sequence[np.ndarray], width: int,
+                     k: int) -> torch.Tensor:
+        """(len(rows), k) items of the constrained beam search after each prompt row and the rationale given for it,
+        ``exclude[i]`` (item indices) kept out of row i's items."""
+        v, device = self.vocab, self.wrapped_tokens.device
+        ids, mask = left_pad([r + [v.item_token] for r in self.with_thoughts(rows, thoughts)], v.pad_token)
+        excluded = left_pad([np.asarray(e).tolist() for e in exclude], -1)[0].to(device)
+        self.trie.to(device)
+        return constrained_beam_search(self.model, v, self.trie, ids.to(device), mask.to(device), width, k,
+                                       excluded)[0]
+
     def beam_search(self, inputs: torch.Tensor, exclude: torch.Tensor | None, k: int, beam_width: int | None = None,
                     trace: list | None = None, rationales: list | None = None, levels: int | None = None):
         """Top-k items and scores for (B, T) histories; the reasoning stage thinks first.
@@ -553,8 +560,7 @@ class OneRecThink(GenerativeRecommender):
             thoughts = self.write_rationales(rows, n, temperature)
             if rationales is not None:
                 rationales += [self.tokenizer.decode(t) for t in thoughts]
-            rows = [r + [v.think_token] + t + [v.think_end_token] for r, t in
-                    zip([r for r in rows for _ in range(n)], thoughts)]
+            rows = self.with_thoughts([r for r in rows for _ in range(n)], thoughts)
         ids, mask = left_pad([r + [v.item_token] for r in rows], v.pad_token)
         self.trie.to(device)
         if exclude is not None:
@@ -674,27 +680,17 @@ def rationale_swap(module: OneRecThink, stage, n_users: int = 200, k: int = 10, 
     shift = rng.integers(1, len(users))
     other = (np.arange(len(users)) + shift) % len(users)              # a derangement: nobody keeps their own
     inputs, histories = stage.inputs(module.config.max_items), stage.histories
-    v, device = module.vocab, module.wrapped_tokens.device
     module.eval()
-    module.trie.to(device)
     rows = module.prompts(torch.as_tensor(pad_left([inputs[u] for u in users])))
     thoughts = []
     for lo in range(0, len(rows), batch_size):
         thoughts += module.write_rationales(rows[lo:lo + batch_size])
-
-    def top_k(given):
-        out = []
-        for lo in range(0, len(rows), batch_size):
-            prompts = [r + [v.think_token] + t + [v.think_end_token, v.item_token]
-                       for r, t in zip(rows[lo:lo + batch_size], given[lo:lo + batch_size])]
-            ids, mask = left_pad(prompts, v.pad_token)
-            exclude = left_pad([histories[u].tolist() for u in users[lo:lo + batch_size]], -1)[0].to(device)
-            width = max(module.config.beam_width, k)
-            out += constrained_beam_search(module.model, v, module.trie, ids.to(device), mask.to(device), width, k,
-                                           exclude)[0].tolist()
-        return out
-
-    own, swapped = top_k(thoughts), top_k([thoughts[j] for j in other])
+    width = max(module.config.beam_width, k)
+    own, swapped = [], []
+    for lo in range(0, len(rows), batch_size):
+        chunk, seen = slice(lo, lo + batch_size), [histories[u] for u in users[lo:lo + batch_size]]
+        own += module.search_after(rows[chunk], thoughts[chunk], seen, width, k).tolist()
+        swapped += module.search_after(rows[chunk], [thoughts[j] for j in other[chunk]], seen, width, k).tolist()
     differs = np.array([thoughts[i] != thoughts[j] for i, j in enumerate(other)])
     changed = np.array([a != b for a, b in zip(own, swapped)])
     overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(own, swapped)])
