@@ -7,9 +7,9 @@ import pytest
 
 from minirec.agent import (ERROR_CODES, ActionError, Answer, Ask, Bundle, Constraints, Harness,
                            PopularityBackend, Rank, RankerBackend, Retrieve, action_json, parse_action)
-from minirec.agent.episodes import RuleAgent, run_episode
+from minirec.agent.episodes import OracleAgent, run_episode
 from minirec.agent.fuzz import fuzz_actions
-from minirec.agent.intents import KINDS, make_tasks, parse_intent, user_split
+from minirec.agent.intents import KINDS, PHRASINGS_BY_KIND, make_tasks, user_split
 from minirec.models.baselines import Popularity
 
 
@@ -175,45 +175,81 @@ def test_tasks_are_real_users_whose_target_satisfies_what_they_ask(shop):
         assert t.turns[0].expects_question == (t.kind == "ambiguous")
         if t.like is not None:
             assert catalogue.genres[t.like] & catalogue.genres[t.target] and t.wants().is_empty()
+            assert t.turns[0].named == (t.like,)
+        if t.kind == "choice":       # four distinct films named by title, the target among them, none already seen
+            assert len(set(t.candidates)) == 4 and t.target in t.candidates and t.hit([t.target]) and not t.hit([])
+            assert not set(t.candidates) & set(int(i) for i in split.test.histories[t.user])
+        for turn in t.turns:         # what the catalogue's grounding finds is exactly what the task names
+            assert catalogue.mentions(turn.text) == list(turn.named), turn.text
 
 
-def test_the_rule_parser_reads_the_templates_and_misses_what_they_leave_unsaid(shop):
+def _form_pattern(form: str) -> re.Pattern:
+    return re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(form)) + "$")      # every {field} stands for any words
+
+
+@pytest.mark.parametrize("phrasing", ["seen", "held_out"])
+def test_every_utterance_comes_from_its_own_set_of_sentence_forms_and_the_two_sets_are_disjoint(shop, phrasing):
     catalogue, split = shop
-    tasks = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=40, seed=1)
+    seen, held = PHRASINGS_BY_KIND["seen"], PHRASINGS_BY_KIND["held_out"]
+    assert seen.keys() == held.keys() and all(not set(seen[k]) & set(held[k]) for k in seen)
+    own = [_form_pattern(f) for forms in PHRASINGS_BY_KIND[phrasing].values() for f in forms]
+    other = [_form_pattern(f) for forms in PHRASINGS_BY_KIND[
+        "held_out" if phrasing == "seen" else "seen"].values() for f in forms]
+    tasks = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=40, seed=1, phrasing=phrasing,
+                       typo_rate=0.0)
     for t in tasks:
-        parsed = [parse_intent(turn.text, catalogue.vocabulary) for turn in t.turns]
-        if t.kind == "bundle":
-            assert parsed[0] == t.slots, t.turns[0].text
-        elif t.like is None:
-            merged = Constraints()
-            for slots in parsed:
-                assert len(slots) == 1
-                merged = merged.merged(slots[0])
-            assert merged == t.wants(), [turn.text for turn in t.turns]
-    assert parse_intent("Something like Sleepless in Seattle.", catalogue.vocabulary) == (Constraints(),)
-    assert parse_intent("A sci-fi film from the 1980s without horror", catalogue.vocabulary) == (
-        Constraints(("Sci-Fi",), ("Horror",), (1980,)),)
+        assert t.phrasing == phrasing
+        for turn in t.turns:
+            assert any(p.match(turn.text) for p in own), turn.text
+            assert not any(p.match(turn.text) for p in other), turn.text
+    with pytest.raises(ValueError, match="phrasing must be one of"):
+        make_tasks(catalogue, split, np.arange(10), per_kind=1, phrasing="novel")
+
+
+def test_typos_swap_two_letters_outside_the_titles_and_keep_the_tasks_valid(shop):
+    catalogue, split = shop
+    clean = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=20, seed=2, typo_rate=0.0)
+    typed = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=20, seed=2, typo_rate=1.0)
+    forms = [_form_pattern(f) for forms in PHRASINGS_BY_KIND["seen"].values() for f in forms]
+    assert sum(not any(p.match(turn.text) for p in forms) for t in typed for turn in t.turns) > len(typed) // 2
+    assert all(any(p.match(turn.text) for p in forms) for t in clean for turn in t.turns)
+    for t in typed:                  # every title still grounds, every target still satisfies what is asked
+        assert catalogue.satisfies(t.target, t.wants())
+        assert all(catalogue.mentions(turn.text) == list(turn.named) for turn in t.turns)
+
+
+def test_catalogue_grounds_titles_as_shoppers_say_them(shop):
+    catalogue, _ = shop
+    usual = next(i for i, t in enumerate(catalogue.titles) if t.startswith("Usual Suspects, The"))
+    toy = next(i for i, t in enumerate(catalogue.titles) if t.startswith("Toy Story"))
+    assert catalogue.spoken[usual] == "The Usual Suspects"
+    assert catalogue.mentions("Should I watch The Usual Suspects or Toy Story?") == [usual, toy]
+    assert catalogue.mentions("A comedy, I think.") == [] and catalogue.mentions("toy story") == []
+    first_contact = next(i for i, t in enumerate(catalogue.spoken) if t == "Star Trek: First Contact")
+    assert catalogue.mentions("Something like Star Trek: First Contact.") == [first_contact]
 
 
 # ----------------------------------------------------------------------------- episodes
-def test_the_rule_agent_plays_every_kind_of_task_without_a_crash(shop):
+def test_the_oracle_parser_plays_every_kind_of_task_without_a_crash(shop):
     catalogue, split = shop
     tasks = make_tasks(catalogue, split, np.arange(len(split.test)), per_kind=15, seed=2)
-    agent = RuleAgent(catalogue.vocabulary)
+    agent = OracleAgent(tasks, catalogue.sids)
     backend = PopularityBackend(split.train_item_counts())
     for t in tasks:
         h = Harness(catalogue, backend, split.test.histories[t.user])
         e = run_episode(t, h, agent)
         assert not e.crashed and e.invalid == 0 and 0 < len(e.answer) <= 10, (t, h.state.transcript)
-        assert e.hit == (t.target in e.answer) and e.hit <= (e.turns_to_hit is not None)
-        if t.like is None:
-            assert e.satisfied == 1.0, (t, h.state.transcript)       # the parser reads every stated constraint
+        assert e.hit == t.hit(e.answer) and e.hit <= (e.turns_to_hit is not None)
+        assert e.satisfied == 1.0, (t, h.state.transcript)       # the intended actions keep every constraint
         if t.kind == "ambiguous":
             assert e.questions >= 1 and h.state.transcript[1][0] == "agent" and '"ask"' in h.state.transcript[1][1]
         if t.kind == "multi_turn":
             assert e.turns == 3 and catalogue.satisfies(e.answer[0], t.wants())
         if t.kind == "bundle":
             assert len(set(e.answer)) == 2
+        if t.kind == "choice":       # the films named, most popular first; the hit is the target in first place
+            assert sorted(e.answer) == sorted(t.candidates) and '"rank"' in h.state.transcript[1][1]
+            assert e.answer == backend.rank(None, list(t.candidates)) and e.hit == (e.answer[0] == t.target)
 
 
 def test_a_broken_agent_ends_its_episode_with_errors_counted_and_no_crash(shop):
@@ -262,18 +298,66 @@ def test_the_three_agents_play_the_same_tasks_each_seed_and_their_records_split_
     catalogue, split = shop
     tasks = make_tasks(catalogue, split, np.arange(60), per_kind=2, seed=4)
     rankers = [Popularity(split), Popularity(split)]
-    played = {ep.TOOL_AGENT: ep.play(tasks, RuleAgent(catalogue.vocabulary), catalogue,
+    played = {ep.TOOL_AGENT: ep.play(tasks, OracleAgent(tasks, catalogue.sids), catalogue,
                                      RankerBackend(rankers[0], catalogue.n_items), split.test.histories) * 2}
     played["other"] = list(played[ep.TOOL_AGENT])                     # the same episodes: no difference
     table = ResultsTable(tmp_path)
     ep.record_episodes(table, "ml-100k", played, (0, 1), "smoke", KINDS)
-    row = table.get("ml-100k", f"{ep.TOOL_AGENT} · all", "hit@10", "agent", "smoke")
+    row = table.get("ml-100k", f"{ep.TOOL_AGENT} · all", "hit (each kind's own)", "agent", "smoke")
     first = played[ep.TOOL_AGENT][:len(tasks)]
     assert row["seeds"] == [0, 1] and row["values"][0] == pytest.approx(np.mean([e.hit for e in first]))
+    choice = table.get("ml-100k", f"{ep.TOOL_AGENT} · choice", "hit@1 of 4 named", "agent", "smoke")
+    assert choice["values"][0] == pytest.approx(np.mean([e.hit for e in first if e.task.kind == "choice"]))
+    assert table.get("ml-100k", f"{ep.TOOL_AGENT} · bundle", "hit in 2 slots", "agent", "smoke")
     with pytest.raises(ValueError, match="do not split into 2 seeds"):
         ep.record_episodes(table, "ml-100k", {"odd": first[:-1]}, (0, 1), "smoke", KINDS)
     verdicts = ep.compare_agents(table, "ml-100k", played, ep.TOOL_AGENT, ["other"], "smoke", n_boot=50)
     assert {v["kind"] for v in verdicts} == {*KINDS, "all"} and all(v["difference"] == 0 for v in verdicts)
     assert len([c for c in table.comparisons if c["a"].startswith(ep.TOOL_AGENT)]) == len(verdicts)
-    with pytest.raises(ValueError, match="one ranker per ShopX-mini seed"):
-        ep.play_agents(tasks, [None], rankers, catalogue, split.test.histories)
+    with pytest.raises(ValueError, match="one tool-caller and one ranker per ShopX-mini seed"):
+        ep.play_agents(tasks, [None], [None], rankers, catalogue, split.test.histories)
+
+
+def test_the_study_reports_the_agents_over_seeds_with_the_two_level_bootstrap(shop, tmp_path):
+    """Agents pieces of two seeds (episodes played here by the oracle and a popularity-served oracle): the records hold
+    each seed's mean per kind, the comparison is the two-level bootstrap of the (seeds, tasks) hits, and pieces of
+    different tasks are refused."""
+    from minirec.agent.episodes import SHOPX_AGENT, episode_scores, play
+    from minirec.experiments.results import ResultsTable
+    from minirec.experiments.study import SHOPX_AGENTS, Piece, report_agents, load_pieces, save_piece
+    from minirec.metrics import paired_bootstrap
+    from minirec.profiles import get_profile
+    catalogue, split = shop
+    tasks = make_tasks(catalogue, split, np.arange(200), per_kind=4, seed=5, phrasing="held_out")
+    oracle = OracleAgent(tasks, catalogue.sids)
+    served = {SHOPX_AGENT: RankerBackend(Popularity(split), catalogue.n_items),
+              "other": PopularityBackend(np.random.default_rng(0).random(catalogue.n_items))}
+    pieces = {}
+    for seed in (0, 1):
+        per_task = {}
+        for agent, backend in served.items():
+            played = play(tasks, oracle, catalogue, backend, split.test.histories)
+            scores = episode_scores(played)
+            per_task.update({f"{agent}|{k}": scores[k] for k in ("hit", "satisfied", "invalid", "crashed")})
+            per_task[f"{agent}|actions"] = np.array([e.actions for e in played], dtype=float)
+        if seed == 1:                                 # another seed's models: other hits on the same tasks
+            per_task[f"{SHOPX_AGENT}|hit"] = np.roll(per_task[f"{SHOPX_AGENT}|hit"], 1)
+        meta = {"label": SHOPX_AGENTS, "seed": seed, "dataset": "ml-100k", "agents": list(served),
+                "kinds": [t.kind for t in tasks], "epochs": 1, "seconds": 0.0}
+        pieces[seed] = save_piece(Piece(SHOPX_AGENTS, seed, "d", per_task, meta, np.arange(len(tasks))), "ml-100k",
+                                  tmp_path)
+    loaded = {p.seed: p for p in load_pieces("ml-100k", tmp_path)}
+    table = ResultsTable(tmp_path)
+    rows = report_agents(loaded, table, get_profile("smoke"), n_boot=200)
+    choice = [t.kind == "choice" for t in tasks]
+    row = table.get("ml-100k", f"{SHOPX_AGENT} · choice · held-out phrasings", "hit@1 of 4 named", "agent", "smoke")
+    assert row["seeds"] == [0, 1] and row["values"] == pytest.approx(
+        [pieces[s].per_user[f"{SHOPX_AGENT}|hit"][choice].mean() for s in (0, 1)])
+    expected = paired_bootstrap(np.stack([pieces[s].per_user[f"{SHOPX_AGENT}|hit"] for s in (0, 1)]),
+                                np.stack([pieces[s].per_user["other|hit"] for s in (0, 1)]), n_boot=200)
+    overall = next(r for r in rows if r["kind"] == "all")
+    assert (overall["low"], overall["high"], overall["seeds"]) == pytest.approx((expected.low, expected.high, 2))
+    assert {r["kind"] for r in rows} == {*KINDS, "all"} and all(r["against"] == "other" for r in rows)
+    loaded[1].meta["kinds"] = list(reversed(loaded[1].meta["kinds"]))
+    with pytest.raises(ValueError, match="played different tasks"):
+        report_agents(loaded, ResultsTable(tmp_path / "b"), get_profile("smoke"), n_boot=10)

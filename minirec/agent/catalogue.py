@@ -4,6 +4,10 @@ Every item the harness shows comes out of this table, so an item that does not e
 never be shown: a SID no item has is an ``ActionError("unknown_sid")``, a genre the catalogue
 does not know an ``ActionError("unknown_genre")``, and constraints that exclude themselves
 ("a comedy that is not a comedy") an ``ActionError("contradictory")``.
+
+Grounding also runs the other way: ``mentions`` finds the catalogue items a shopper names by
+title ("Which should I watch: Heat, Fargo or Twister?"), so that the agent reads their SIDs
+instead of guessing them from the words.
 """
 from __future__ import annotations
 
@@ -16,6 +20,21 @@ from minirec.data.dataset import SequenceDataset
 from minirec.models.backbone import sid_token
 
 _SID = re.compile(r"<([a-z])_(\d+)>")
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_ARTICLE = re.compile(r"^(.*), (The|A|An)$")
+
+
+def sid_strings(codes) -> list[str]:
+    """Every item's SID in the model's token spelling ("<a_3><b_17><c_5><d_0>"), from a SID table's codes."""
+    return ["".join(sid_token(level, int(c)) for level, c in enumerate(row)) for row in np.asarray(codes)]
+
+
+def spoken_title(title: str) -> str:
+    """A title as a shopper says it: no release year, the article in front ("Usual Suspects, The (1995)" ->
+    "The Usual Suspects")."""
+    title = _YEAR.sub("", str(title)).strip()
+    moved = _ARTICLE.match(title)
+    return f"{moved.group(2)} {moved.group(1)}" if moved else title
 
 
 class Catalogue:
@@ -31,10 +50,18 @@ class Catalogue:
         self.years = np.array([int(y) if str(y).isdigit() else -1 for y in items["year"]])
         self.genres = [frozenset(g) for g in items["genres"]]
         self.vocabulary = dataset.genre_vocabulary
-        self.sids = ["".join(sid_token(level, int(c)) for level, c in enumerate(row)) for row in codes]
+        self.sids = sid_strings(codes)
         self._item_of = {s: i for i, s in enumerate(self.sids)}
         self._words = [set(re.findall(r"\w+", t.lower())) for t in self.titles]
         self._has = {g: np.array([g in gs for gs in self.genres]) for g in self.vocabulary}
+        spoken = [spoken_title(t) for t in self.titles]
+        counts: dict[str, int] = {}
+        for t in spoken:
+            counts[t] = counts.get(t, 0) + 1
+        # a title names an item when no other item has it, and it is long enough not to be an everyday word
+        self.spoken = spoken
+        self.nameable = np.array([counts[t] == 1 and len(t) >= 4 for t in spoken])
+        self._by_length = sorted(np.flatnonzero(self.nameable).tolist(), key=lambda i: -len(spoken[i]))
 
     def item_of(self, sid: str) -> int:
         """The item whose SID is ``sid`` (the model's token spelling)."""
@@ -54,6 +81,25 @@ class Catalogue:
     def describe(self, item: int) -> str:
         f = self.facts(item)
         return f"{f['sid']} {f['title']}" + (f" ({f['year']})" if f["year"] else "") + f" [{', '.join(f['genres'])}]"
+
+    def mentions(self, text: str) -> list[int]:
+        """The items whose title (as ``spoken_title`` writes it, case and all) ``text`` names, in the order named;
+        a longer title wins over one inside it ("Star Trek: First Contact" over "Star Trek")."""
+        text = str(text)
+        taken = np.zeros(len(text) + 1, dtype=bool)
+        found = []
+        for i in self._by_length:
+            needle = self.spoken[i]
+            at = text.find(needle)
+            while at >= 0:
+                end = at + len(needle)
+                bounded = (at == 0 or not text[at - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
+                if bounded and not taken[at:end].any():
+                    taken[at:end] = True
+                    found.append((at, i))
+                    break
+                at = text.find(needle, at + 1)
+        return [i for _, i in sorted(found)]
 
     def check(self, c: Constraints) -> None:
         """Unknown genres and self-contradicting constraints are errors."""

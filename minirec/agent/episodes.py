@@ -4,15 +4,19 @@
 action at a time, at most ``max_actions`` per turn) until it asks or answers. An agent that
 asks on the last scripted turn hears "Anything is fine." once. What is scored, per episode:
 
-- ``hit``: the target is in the final answer (at most ``k`` items, as hit@k in the other notebooks);
+- ``hit``: the target is in the final answer (at most ``k`` items, as hit@k in the other notebooks); for a
+  bundle, in its slots (one item each: "hit in 2 slots"); for a choice, first among the films named
+  ("hit@1 of 4 named"). ``intents.hit_name`` says which, and every table names it so;
 - ``satisfied``: the share of answered items that satisfy everything the shopper asked for (for a
-  bundle, item j satisfies slot j);
+  bundle, item j satisfies slot j; for a choice, the items are among the films named);
 - ``turns_to_hit``: shopper turns until an answer first held the target (None: never);
 - ``invalid``: invalid actions; ``crashed``: an exception escaped the harness (must never happen).
 
-``RuleAgent`` is the tool-mediated baseline: ``parse_intent`` turns the utterance into filters,
-a search over the catalogue with those filters is ranked by a backend (SASRec in the notebook),
-and the top items are answered; with nothing to go on it asks.
+The agents compared (``play_agents``): ShopX-mini (its actions, its own SID retrieval); the
+learned tool-caller (the same backbone fine-tuned on the same tasks to write the same actions,
+served by a separate SASRec: the paper's comparison, acting in item space against calling tools);
+and ``OracleAgent``, which writes the intended action of every turn exactly (an oracle parser),
+served by the same SASRec: what the tool-caller would score if it never misread a shopper.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from minirec.agent.harness import Harness, Result
-from minirec.agent.intents import Task, Turn, parse_intent
+from minirec.agent.intents import KINDS, Task, Turn, hit_name
 from minirec.agent.protocol import Constraints
 from minirec.metrics import bootstrap_mean, paired_bootstrap
 
@@ -46,20 +50,24 @@ class Episode:
     crashed: bool = False
 
 
-class RuleAgent:
-    """The tool-mediated baseline: keyword filters, then the backend's ranking, then answer the top ``k``."""
+class OracleAgent:
+    """The oracle parser: for every utterance of ``tasks``, the intended action exactly (``model.intended_action``;
+    ``sids``: the catalogue's, naming a choice's candidates);
+    the retrieval and ranking are the backend's (SASRec in notebook 11). Items shown are answered, as every agent
+    does; an utterance it was not given ("Anything is fine.") gets a retrieval with no new constraint."""
 
-    def __init__(self, vocabulary, k: int = 10):
-        self.vocabulary, self.k = list(vocabulary), k
+    def __init__(self, tasks: Sequence[Task], sids: Sequence[str], k: int = 10):
+        from minirec.agent.model import intended_action
+        self.k, self.intended = k, {}
+        for task in tasks:
+            for turn, t in enumerate(task.turns):
+                action = intended_action(task, turn, sids)
+                if self.intended.setdefault(t.text, action) != action:
+                    raise ValueError(f"the utterance {t.text!r} means two different actions in these tasks")
 
     def act(self, harness: Harness, utterance: str | None, last: Result | None) -> str:
-        if last is None:                                   # the shopper just spoke
-            slots = parse_intent(utterance or "", self.vocabulary)
-            if len(slots) > 1:
-                return json.dumps({"action": "bundle", "slots": [{"constraints": c.to_json()} for c in slots]})
-            if slots[0].is_empty() and harness.state.constraints.is_empty() and harness.state.questions == 0:
-                return json.dumps({"action": "ask", "question": "What kind of film would you like?"})
-            return json.dumps({"action": "retrieve", "intent": utterance, "constraints": slots[0].to_json(), "k": self.k})
+        if last is None:
+            return self.intended.get(utterance or "", json.dumps({"action": "retrieve", "k": self.k}))
         if last.ok and last.items:
             return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:self.k]],
                                "message": "Here is what I found."})
@@ -89,7 +97,7 @@ def run_episode(task: Task, harness: Harness, agent: Agent, k: int = 10, max_act
                 break
             if last.ok and last.action == "answer":
                 episode.answer = last.items[:k]
-                if episode.turns_to_hit is None and task.target in episode.answer:
+                if episode.turns_to_hit is None and task.hit(episode.answer):
                     episode.turns_to_hit = episode.turns
             if last.final:
                 break
@@ -100,7 +108,7 @@ def run_episode(task: Task, harness: Harness, agent: Agent, k: int = 10, max_act
             extra = False
     state = harness.state
     episode.actions, episode.invalid, episode.questions = state.actions, state.invalid, state.questions
-    episode.hit = task.target in episode.answer
+    episode.hit = task.hit(episode.answer)
     episode.satisfied = _satisfied(task, episode.answer, harness)
     return episode
 
@@ -111,6 +119,8 @@ def _satisfied(task: Task, answer: list[int], harness: Harness) -> float:
     cat = harness.catalogue
     if task.slots:
         return sum(cat.satisfies(i, c) for i, c in zip(answer, task.slots)) / len(task.slots)
+    if task.candidates:
+        return float(np.mean([i in task.candidates for i in answer]))
     allowed = cat.mask(task.wants())                       # one filter pass, not one per answered item
     return float(allowed[answer].mean())
 
@@ -132,14 +142,16 @@ def episode_scores(episodes: Sequence[Episode]) -> dict[str, np.ndarray]:
 
 def episode_table(by_agent: dict[str, Sequence[Episode]], n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """One row per agent and task kind (and "all"): each score's mean with a 95% bootstrap interval over tasks
-    (turns to success over the episodes that hit; crashes as a count)."""
+    (turns to success over the episodes that hit; crashes as a count); ``hit is`` names each kind's hit
+    (``intents.hit_name``; "each kind's own" over all kinds)."""
     rows = []
     for agent, episodes in by_agent.items():
         kinds = list(dict.fromkeys(e.task.kind for e in episodes))
         for kind in kinds + ["all"]:
             chosen = [e for e in episodes if kind in ("all", e.task.kind)]
             scores = episode_scores(chosen)
-            row = {"agent": agent, "kind": kind, "tasks": len(chosen), "crashes": int(scores["crashed"].sum())}
+            row = {"agent": agent, "kind": kind, "tasks": len(chosen), "crashes": int(scores["crashed"].sum()),
+                   "hit is": hit_name(kind) if kind != "all" else "each kind's own"}
             for name in ("satisfied", "hit", "turns_to_hit", "invalid"):
                 values = scores[name][np.isfinite(scores[name])]
                 row[name] = bootstrap_mean(values, n_boot, seed) if len(values) else (np.nan, np.nan, np.nan)
@@ -162,33 +174,35 @@ def compare_episodes(a: Sequence[Episode], b: Sequence[Episode], score: str = "h
 
 # ----------------------------------------------------------------------------- notebook 11's comparison
 SHOPX_AGENT = "ShopX-mini"
-TOOL_AGENT = "tool-mediated (rules + SASRec)"
-HYBRID_AGENT = "ShopX-mini actions + SASRec retrieval"
+TOOL_AGENT = "learned tool-caller + SASRec"
+ORACLE_AGENT = "oracle parser + SASRec"
 
 
-def play_agents(tasks: Sequence[Task], shop_modules: Sequence, ranker_modules: Sequence, catalogue,
-                histories: Sequence, k: int = 10) -> dict[str, list[Episode]]:
+def play_agents(tasks: Sequence[Task], shop_modules: Sequence, tool_modules: Sequence, ranker_modules: Sequence,
+                catalogue, histories: Sequence, k: int = 10) -> dict[str, list[Episode]]:
     """The three agents of notebook 11, each seed's models on the same tasks (seed 0's episodes first): ShopX-mini
-    (its actions, its own SID retrieval), the tool-mediated baseline (``RuleAgent`` over the ranker, e.g. SASRec),
-    and ShopX-mini's actions served by the ranker (what its retrieval adds)."""
+    (its actions, its own SID retrieval), the learned tool-caller (its actions, served by the ranker, e.g. SASRec),
+    and the oracle parser (the intended actions, served by the same ranker)."""
     from minirec.agent.harness import RankerBackend
     from minirec.agent.model import ModelBackend, ShopXAgent
 
-    if len(shop_modules) != len(ranker_modules):
-        raise ValueError(f"one ranker per ShopX-mini seed: {len(shop_modules)} against {len(ranker_modules)}")
-    out = {SHOPX_AGENT: [], TOOL_AGENT: [], HYBRID_AGENT: []}
-    for shop, ranker in zip(shop_modules, ranker_modules):
+    if not len(shop_modules) == len(tool_modules) == len(ranker_modules):
+        raise ValueError(f"one tool-caller and one ranker per ShopX-mini seed: {len(shop_modules)} ShopX-mini, "
+                         f"{len(tool_modules)} tool-callers, {len(ranker_modules)} rankers")
+    out = {SHOPX_AGENT: [], TOOL_AGENT: [], ORACLE_AGENT: []}
+    for shop, tool, ranker in zip(shop_modules, tool_modules, ranker_modules):
         ranked = RankerBackend(ranker, catalogue.n_items)
         out[SHOPX_AGENT] += play(tasks, ShopXAgent(shop), catalogue, ModelBackend(shop), histories, k)
-        out[TOOL_AGENT] += play(tasks, RuleAgent(catalogue.vocabulary), catalogue, ranked, histories, k)
-        out[HYBRID_AGENT] += play(tasks, ShopXAgent(shop), catalogue, ranked, histories, k)
+        out[TOOL_AGENT] += play(tasks, ShopXAgent(tool), catalogue, ranked, histories, k)
+        out[ORACLE_AGENT] += play(tasks, OracleAgent(tasks, catalogue.sids, k), catalogue, ranked, histories, k)
     return out
 
 
 def record_episodes(table, dataset: str, by_agent: dict[str, Sequence[Episode]], seeds: Sequence[int],
-                    profile: str, kinds: Sequence[str]) -> None:
-    """Per agent and task kind (and "all"), one ``agent`` record of each seed's hit@10, constraint satisfaction,
-    invalid actions and crashes (the episodes are ``len(seeds)`` equal blocks of tasks, in seed order)."""
+                    profile: str, kinds: Sequence[str] = KINDS, phrasing: str = "") -> None:
+    """Per agent and task kind (and "all"), one ``agent`` record of each seed's hit (named as the kind's hit is:
+    ``intents.hit_name``), constraint satisfaction, invalid actions and crashes (the episodes are ``len(seeds)``
+    equal blocks of tasks, in seed order); ``phrasing`` joins the label ("held-out phrasings")."""
     seeds = list(seeds)
     with table.writing_once():
         for name, played in by_agent.items():
@@ -198,8 +212,10 @@ def record_episodes(table, dataset: str, by_agent: dict[str, Sequence[Episode]],
             for kind in [*kinds, "all"]:
                 by_seed = [episode_scores([e for e in played[s * n:(s + 1) * n] if kind in ("all", e.task.kind)])
                            for s in range(len(seeds))]
-                table.record(dataset, f"{name} · {kind}",
-                             {"hit@10": [s["hit"].mean() for s in by_seed],
+                label = f"{name} · {kind}" + (f" · {phrasing}" if phrasing else "")
+                hit = hit_name(kind) if kind != "all" else "hit (each kind's own)"
+                table.record(dataset, label,
+                             {hit: [s["hit"].mean() for s in by_seed],
                               "satisfied": [s["satisfied"].mean() for s in by_seed],
                               "invalid": [s["invalid"].mean() for s in by_seed],
                               "crashes": [s["crashed"].sum() for s in by_seed]},
@@ -207,15 +223,17 @@ def record_episodes(table, dataset: str, by_agent: dict[str, Sequence[Episode]],
 
 
 def compare_agents(table, dataset: str, by_agent: dict[str, Sequence[Episode]], agent: str, others: Sequence[str],
-                   profile: str, score: str = "hit", n_boot: int = 2000) -> list[dict]:
+                   profile: str, score: str = "hit", n_boot: int = 2000, phrasing: str = "") -> list[dict]:
     """Paired bootstraps of ``agent`` against each of ``others`` on the same episodes, per task kind and over all;
     recorded in the results table, and returned as rows (the verdict table notebook 11 shows)."""
     rows = []
     with table.writing_once():
         for other in others:
             for kind, res in compare_episodes(by_agent[agent], by_agent[other], score, n_boot=n_boot).items():
-                table.compare(dataset, f"{agent} · {kind}", f"{other} · {kind}", res, profile)
-                rows.append({"against": other, "kind": kind, agent: res.mean_a, "other": res.mean_b,
+                suffix = f" · {phrasing}" if phrasing else ""
+                table.compare(dataset, f"{agent} · {kind}{suffix}", f"{other} · {kind}{suffix}", res, profile)
+                rows.append({"against": other, "kind": kind, "score": hit_name(kind) if kind != "all" else score,
+                             agent: res.mean_a, "other": res.mean_b,
                              "difference": res.diff, "95% interval": f"[{res.low:+.3f}, {res.high:+.3f}]",
                              "beyond noise": res.significant})
     return rows

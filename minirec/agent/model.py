@@ -5,8 +5,9 @@ and SIDs), fine-tuned on three kinds of examples built from shopping tasks of *t
 (``intents.training_stage``: their last training item is the target, so no validation or test
 item is ever a training target):
 
-- ``action``      the session so far (history SIDs, the constraints gathered, what the shopper just said)
-  -> the action JSON, written token by token (loss on the action);
+- ``action``      the session so far (history SIDs, the constraints gathered, what the shopper just said and the
+  SIDs of the films it names, which the harness grounds) -> the action JSON, written token by token (loss on the
+  action; a ``rank`` copies the named films' SIDs);
 - ``retrieve``    history SIDs and an intent in words -> the target's SID: the retrieval that ``retrieve``
   runs *inside the model*, a constrained beam search restricted to the items the constraints allow;
 - ``sequential``  history SIDs -> the next SID (the Base task), so the model keeps recommending without words.
@@ -18,10 +19,15 @@ bytes. The rows of the checkpoint it starts from keep their values; the new rows
 mean of the old ones, plus a little noise so that they differ.
 
 ``ShopXAgent`` plays the agent in ``episodes.run_episode``: after the shopper speaks, the model
-writes one action (greedy, text and protocol tokens only); after a retrieval or a bundle, the
+writes one action (greedy, text, protocol and SID code tokens only); after a retrieval, a ranking or a bundle, the
 agent answers the items shown (the same scripted step as the baseline's, so the two agents
 differ in how they understand the intent and in what they retrieve, not in how they answer);
 after an error, the model reads the error message and writes once more.
+
+``ToolCaller`` is the learned tool-calling baseline: the same backbone from the same aligned
+checkpoint, fine-tuned on the same tasks to write the same actions (``action`` examples only),
+whose calls a separate ranker (SASRec) serves. It never retrieves in item space, so its epochs
+are chosen on the share of validation turns whose action it writes exactly.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from minirec.agent.catalogue import Catalogue
+from minirec.agent.catalogue import Catalogue, sid_strings
 from minirec.agent.episodes import play
 from minirec.agent.harness import Harness, Result
 from minirec.agent.intents import Task, make_tasks, training_stage, user_split
@@ -54,7 +60,7 @@ def protocol_tokens(genres: Sequence[str]) -> list[str]:
     """The action protocol's fixed pieces, as whole tokens (compact JSON, as ``action_text`` writes it)."""
     pieces = ['{"action":"retrieve"', '{"action":"ask"', '{"action":"bundle"', '{"action":"answer"', '{"action":"rank"',
               ',"question":"', ',"constraints":{', ',"slots":[', '{"constraints":{', '"genres":[',
-              '"not_genres":[', '"decades":[', '"}', ']}', '}}']
+              '"not_genres":[', '"decades":[', '"}', ']}', '}}', ',"candidates":["', '","', '"]}']
     return pieces + [json.dumps(g) for g in genres] + [str(d) for d in DECADES]
 
 
@@ -63,9 +69,14 @@ def action_text(action: str, **fields) -> str:
     return json.dumps({"action": action, **fields}, separators=(",", ":"))
 
 
-def intended_action(task: Task, turn: int) -> str:
-    """The action that fulfils turn ``turn`` of ``task``: what the model is trained to write."""
+def intended_action(task: Task, turn: int, sids: Sequence[str] | None = None) -> str:
+    """The action that fulfils turn ``turn`` of ``task``: what the model is trained to write. ``sids``: every item's
+    SID (``Catalogue.sids``), which a choice task's ``rank`` names its candidates by."""
     t = task.turns[turn]
+    if task.kind == "choice":
+        if sids is None:
+            raise ValueError("a choice task's action names its candidates by SID: pass the catalogue's sids")
+        return action_text("rank", candidates=[sids[i] for i in task.candidates])
     if t.expects_question:
         return action_text("ask", question=QUESTION)
     if task.slots:
@@ -118,7 +129,10 @@ class ShopXMini(OneRecThink):
                 w = self.model.get_input_embeddings().weight
                 w[before:] = w[:before].mean(0) + 0.02 * torch.randn_like(w[before:])
         self.n_parent_rows = before
-        self.register_buffer("text_tokens", self._text_mask(), persistent=False)
+        self.item_sids = sid_strings(sid_table.codes)
+        writable = self._text_mask()
+        writable[self.vocab.sid_ids] = True                    # a rank names its candidates by their SID codes
+        self.register_buffer("text_tokens", writable, persistent=False)
         if len(config.shop_mix) != len(SHOP_TASKS):
             raise ValueError(f"shop_mix needs {len(SHOP_TASKS)} shares, in the order {SHOP_TASKS}; got {config.shop_mix}")
 
@@ -156,12 +170,17 @@ class ShopXMini(OneRecThink):
     def _words(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def session_prompt(self, history: Sequence[int], wanted: Constraints, utterance: str, error: str = "") -> list[int]:
-        """What the model reads before it acts: the history's SIDs, the constraints so far, the shopper's words."""
+    def session_prompt(self, history: Sequence[int], wanted: Constraints, utterance: str, error: str = "",
+                       named: Sequence[int] = ()) -> list[int]:
+        """What the model reads before it acts: the history's SIDs, the constraints so far, the shopper's words, the
+        SIDs of the films they name (``Catalogue.mentions``), and the harness's last error if any."""
         text = f" wanted: {json.dumps(wanted.to_json(), separators=(',', ':'))} shopper: {utterance}"
+        out = [self.vocab.bos_token] + self._items(history, self.config.context_items) + self._words(text)
+        if len(named):
+            out += self._words(" named:") + [t for i in named for t in self.wrapped_tokens[int(i)].tolist()]
         if error:
-            text += f" harness: {error[:200]}"
-        return [self.vocab.bos_token] + self._items(history, self.config.context_items) + self._words(text + " action:")
+            out += self._words(f" harness: {error[:200]}")
+        return out + self._words(" action:")
 
     def intent_prompt(self, history: Sequence[int], intent: str) -> list[int]:
         """What the model's retrieval reads: the history's SIDs, the intent in words (if any), then ``<|sid_begin|>``."""
@@ -210,8 +229,8 @@ class ShopXMini(OneRecThink):
             history = stage.histories[row[task.user]]
             wanted = Constraints()
             for turn, t in enumerate(task.turns):
-                prompt = self.session_prompt(history, wanted, t.text)
-                target = self._words(intended_action(task, turn)) + [self.vocab.eos_token]
+                prompt = self.session_prompt(history, wanted, t.text, named=t.named)
+                target = self._words(intended_action(task, turn, self.item_sids)) + [self.vocab.eos_token]
                 actions.append((prompt + target, [pad_label] * len(prompt) + target))
                 if not t.expects_question and not task.slots:
                     prompt = self.intent_prompt(history, t.text)
@@ -226,9 +245,10 @@ class ShopXMini(OneRecThink):
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def write_action(self, history: Sequence[int], wanted: Constraints, utterance: str, error: str = "") -> str:
+    def write_action(self, history: Sequence[int], wanted: Constraints, utterance: str, error: str = "",
+                     named: Sequence[int] = ()) -> str:
         """The action the model writes for this session (greedy), as text: the harness validates it."""
-        ids, mask = left_pad([self.session_prompt(history, wanted, utterance, error)], self.vocab.pad_token)
+        ids, mask = left_pad([self.session_prompt(history, wanted, utterance, error, named)], self.vocab.pad_token)
         device = self.wrapped_tokens.device
         written = generate_text(self.model, ids.to(device), mask.to(device), self.text_tokens, self.vocab.eos_token,
                                 self.config.action_tokens)[0]
@@ -278,13 +298,16 @@ class ShopXAgent:
     def act(self, harness: Harness, utterance: str | None, last: Result | None) -> str:
         if last is None:                                   # the shopper just spoke
             self.utterance, self.retried = utterance or "", False
-            return self.module.write_action(harness.history, harness.state.constraints, self.utterance)
+            self.named = harness.catalogue.mentions(self.utterance)       # the harness grounds the titles named
+            return self.module.write_action(harness.history, harness.state.constraints, self.utterance,
+                                            named=self.named)
         if last.ok and last.items:
             return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:self.k]],
                                "message": "Here is what I found."})
         if not last.ok and not self.retried:               # the model reads the error and writes once more
             self.retried = True
-            return self.module.write_action(harness.history, harness.state.constraints, self.utterance, last.message)
+            return self.module.write_action(harness.history, harness.state.constraints, self.utterance, last.message,
+                                            self.named)
         return json.dumps({"action": "ask", "question": "Could you say that another way?"})
 
 
@@ -300,13 +323,45 @@ def action_agreement(modules: Sequence[ShopXMini], tasks: Sequence[Task], stage:
         for task in tasks:
             wanted = Constraints()
             for turn, t in enumerate(task.turns):
-                text = module.write_action(stage.histories[row_of[task.user]], wanted, t.text)
-                intended = parse_action(intended_action(task, turn))
+                text = module.write_action(stage.histories[row_of[task.user]], wanted, t.text, named=t.named)
+                intended = parse_action(intended_action(task, turn, module.item_sids))
                 try:
                     written = parse_action(text)
                 except ValueError:
                     written = None
-                rows.append({"kind": task.kind, "parses": written is not None, "exact": written == intended,
+                rows.append({"kind": task.kind, "phrasing": task.phrasing, "parses": written is not None,
+                             "exact": _same(written, intended),
                              "same action": written is not None and written.name == intended.name})
                 wanted = wanted.merged(t.wants)
     return rows
+
+
+def _same(written, intended) -> bool:
+    """The same action, SIDs compared without the spaces a tokeniser may write between SID tokens."""
+    from minirec.agent.protocol import Rank
+    if isinstance(written, Rank) and isinstance(intended, Rank):
+        return [c.replace(" ", "") for c in written.candidates] == list(intended.candidates)
+    return written == intended
+
+
+class ToolCaller(ShopXMini):
+    """The learned tool-calling baseline: ShopX-mini's architecture and starting checkpoint, trained on the ``action``
+    examples only (``shop_mix`` (1, 0, 0), set by its spec); a separate ranker serves its calls (``ShopXAgent`` over a
+    ``RankerBackend``). Its epochs are chosen on the validation turns' exact actions (``val_action_exact``), since its
+    retrieval is not its own."""
+
+    monitor = "val_action_exact"
+
+    def on_validation_epoch_end(self) -> None:
+        if getattr(self, "_valid", None) is not None:
+            _, tasks, _ = self._valid
+            was_training = self.training
+            self.eval()
+            rows = action_agreement([self], tasks, self._valid_stage)
+            self.train(was_training)
+            self.log("val_action_exact", float(np.mean([r["exact"] for r in rows])))
+            self.log("val_action_parses", float(np.mean([r["parses"] for r in rows])))
+
+    def session_examples(self, split: LeaveOneOutSplit, seed: int = 0) -> StageData:
+        self._valid_stage = split.valid
+        return super().session_examples(split, seed)

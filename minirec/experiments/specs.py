@@ -34,6 +34,7 @@ ALIGN, REASON = "OneRec-Think + itemic alignment", "OneRec-Think + alignment + r
 ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
 RL = "OneRec-Think + RL"                            # a GRPO setting's label is RL (its variant): ``grpo_label``
 SHOPX = "ShopX-mini"
+TOOL_CALLER = "learned tool-caller"                 # ShopX's baseline: the same backbone writing calls SASRec serves
 S2GR_PAUSE, S2GR_MIXED = "S²GR-mini (pause tokens)", "S²GR-mixed"      # notebook 06's ablations
 ALIGN_VARIANTS = {"paper's mix (headline)": ALIGN,                       # notebook 07's alignment ablations
                   "caption-heavy mix": "OneRec-Think + itemic alignment (caption-heavy mix)",
@@ -270,3 +271,10 @@ class SpecCatalogue:
         from minirec.agent.model import ShopXMini
         return self.onerec().align.then(SHOPX, ShopXMini, stage="shop", **self.profile.arch("agent"),
                                         **self.profile.sizes("agent"))
+
+    def tool_caller(self) -> RunSpec:
+        """The learned tool-caller: the same aligned checkpoint fine-tuned on the same shopping tasks to write the
+        same actions only (no retrieval or next-item examples); a separate SASRec serves its calls."""
+        from minirec.agent.model import ToolCaller
+        return self.onerec().align.then(TOOL_CALLER, ToolCaller, stage="shop", shop_mix=(1.0, 0.0, 0.0),
+                                        **self.profile.arch("agent"), **self.profile.sizes("agent"))

@@ -389,8 +389,9 @@ def latency_quality(points: dict[str, tuple[float, float]], xlabel: str = "ms pe
 
 def agent_scores(rows: list[dict], scores: Sequence[str] = ("hit", "satisfied"),
                  names: dict[str, str] | None = None):
-    """Grouped bars per task kind, one bar per agent, with 95% bootstrap intervals (rows of ``episodes.episode_table``)."""
-    names = names or {"hit": "hit@10 of the held-out target", "satisfied": "constraint satisfaction"}
+    """Grouped bars per task kind, one bar per agent, with 95% bootstrap intervals (rows of ``episodes.episode_table``).
+    Each kind's tick names what its hit is (its rows' ``hit is``: hit@10, a bundle's slots, a choice's first place)."""
+    names = names or {"hit": "hit of the held-out target", "satisfied": "constraint satisfaction"}
     agents = list(dict.fromkeys(r["agent"] for r in rows))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     fig, axes = plt.subplots(1, len(scores), figsize=(5.5 * len(scores), 3.6), squeeze=False)
@@ -402,7 +403,10 @@ def agent_scores(rows: list[dict], scores: Sequence[str] = ("hit", "satisfied"),
             err = np.array([[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]])
             ax.bar(np.arange(len(kinds)) + (a - (len(agents) - 1) / 2) * width, mean, width, yerr=err, capsize=2,
                    label=agent)
-        ax.set_xticks(np.arange(len(kinds)), [k.replace("_", "-") for k in kinds], fontsize=8)
+        ticks = [k.replace("_", "-") for k in kinds]
+        if score == "hit":
+            ticks = [t + "\n" + next(r.get("hit is", "") for r in rows if r["kind"] == k) for t, k in zip(ticks, kinds)]
+        ax.set_xticks(np.arange(len(kinds)), ticks, fontsize=7)
         ax.set(ylabel=names.get(score, score), ylim=(0, 1.05))
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

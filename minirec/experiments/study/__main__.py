@@ -6,11 +6,12 @@ import argparse
 from minirec.artifacts import figures_dir as default_figures_dir, save_figure
 from minirec.experiments.results import HELD_OUT_USERS, ResultsTable, display_name
 from minirec.experiments.runner import digest, fingerprint
-from minirec.experiments.specs import TIGER as REFERENCE, grids, grpo_candidates as rl_candidates
+from minirec.experiments.specs import TIGER as REFERENCE, SpecCatalogue, grids, grpo_candidates as rl_candidates
 from minirec.experiments.study import __doc__ as STUDY_DOC
+from minirec.experiments.study.agents import agents_digest, agents_piece, report_agents
 from minirec.experiments.study.pieces import (current_pieces, load_pieces, think_ahead_digest, think_ahead_piece,
                                               train_piece)
-from minirec.experiments.study.plan import ALIASES, THINK_AHEAD, expand_models, headline_specs
+from minirec.experiments.study.plan import ALIASES, SHOPX_AGENTS, THINK_AHEAD, expand_models, headline_specs
 from minirec.experiments.study.report import GRPO_SIGNAL, assemble, stage_curves
 from minirec.profiles import get_profile
 
@@ -25,7 +26,8 @@ def main(argv=None) -> None:
                         help="a headline label or alias: SASRec, TIGER-mini, item-ID-TIGER, S2GR-mini, OneRec-base, "
                              "OneRec-align, OneRec-reason, OneRec-reason-rates (the reasoning stage at every "
                              "fine-tuning rate), OneRec-RL (every GRPO setting), OneRec-RL-beam (one "
-                             "reward, both learning rates), Think-Ahead (serves OneRec-reason and TIGER-mini); a stage "
+                             "reward, both learning rates), Think-Ahead (serves OneRec-reason and TIGER-mini), ShopX "
+                             "(ShopX-mini, the learned tool-caller and SASRec, played on held-out phrasings); a stage "
                              "trains its earlier stages first unless their checkpoints exist")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")
@@ -43,15 +45,22 @@ def main(argv=None) -> None:
     split = mdata.leave_one_out(ds.subset_users(profile.max_users))
     needs_specs = args.model or (args.assemble and not args.trust_recorded_digests)
     specs = headline_specs(ds, mdata.leave_one_out(ds), profile) if needs_specs else {}
+    catalogue = SpecCatalogue(ds, profile)
     held = mdata.hold_out_users(split, args.held_out_users) if args.held_out_users else None
     for name in expand_models(args.model, profile):
         label = ALIASES.get(name, name)
-        if label not in specs and label != THINK_AHEAD:
+        if label not in specs and label not in (THINK_AHEAD, SHOPX_AGENTS):
             names = sorted(set(specs) - set(ALIASES.values()) | set(ALIASES))
             raise SystemExit(f"unknown model {name!r}; choose from {names}")
-        if label == THINK_AHEAD and held is not None:
-            raise SystemExit("Think-Ahead serves the models as trained; --held-out-users does not apply to it")
+        if label in (THINK_AHEAD, SHOPX_AGENTS) and held is not None:
+            raise SystemExit(f"{label} uses the models as trained; --held-out-users does not apply to it")
         for seed in args.seed or profile.seeds:
+            if label == SHOPX_AGENTS:
+                piece = agents_piece(catalogue, split, profile, seed)
+                print(f"{label} seed {seed}: hit (each kind's own) "
+                      + ", ".join(f"{a} {piece.per_user[f'{a}|hit'].mean():.3f}" for a in piece.meta["agents"])
+                      + f", {piece.meta['seconds']:.0f} s of training", flush=True)
+                continue
             if label == THINK_AHEAD:
                 piece = think_ahead_piece(specs, split, profile, seed)
             else:
@@ -70,11 +79,18 @@ def main(argv=None) -> None:
             digests.update({(label, HELD_OUT_USERS): digest(fingerprint(spec, held, profile))
                             for label, spec in specs.items()})
             digests[THINK_AHEAD, None] = think_ahead_digest(specs, split, profile)
+            digests[SHOPX_AGENTS, None] = agents_digest(catalogue, split, profile)
         fresh, held_out, stale = current_pieces(pieces, digests)
+        agents = fresh.pop(SHOPX_AGENTS, {})
         for p in stale:
             print(f"stale piece set aside: {display_name({'method': p.label, 'protocol': p.protocol})} seed {p.seed} "
                   f"(commit {p.meta.get('commit')}): other settings")
-        summary = assemble(fresh, ResultsTable(), split, profile, held=held_out)
+        table = ResultsTable()
+        summary = assemble(fresh, table, split, profile, held=held_out)
+        for row in report_agents(agents, table, profile):
+            print(f"ShopX-mini vs {row['against']} · {row['kind']} ({row['score']}, {row['seeds']} seeds): "
+                  f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+                  f"{' beyond noise' if row['beyond noise'] else ' within noise'}")
         for name, fig in (("onerec_stage_curves", stage_curves(fresh)),
                           ("grpo_curves", stage_curves(fresh, tuple(rl_candidates(profile)), GRPO_SIGNAL))):
             if fig is not None:

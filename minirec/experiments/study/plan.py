@@ -9,6 +9,7 @@ from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_
 from minirec.profiles import Profile
 
 THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
+SHOPX_AGENTS = "ShopX agents (held-out phrasings)"      # notebook 11's three agents on held-out words (``agents``)
 # OneRec-Think's ablation: each stage against the one before it, and against the tuned SASRec; the alignment
 # diagnostic against the headline alignment (never chosen by its test score)
 STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
@@ -36,7 +37,7 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_P
            **dict(zip(("S2GR-noalign", "S2GR-lambda0.1", "S2GR-soft", "S2GR-soft0.5", "S2GR-normed",
                        "S2GR-levelhidden"), S2GR_SETTINGS, strict=True)),
            "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD,
-           "OneRec-align-cosine": ALIGN_COSINE}
+           "OneRec-align-cosine": ALIGN_COSINE, "ShopX": SHOPX_AGENTS}
 
 
 def expand_models(names: list[str], profile: Profile) -> list[str]:
