@@ -128,7 +128,7 @@ def test_a_profile_overrides_only_real_config_fields_and_never_repeats_a_default
     from minirec.profiles import data_size_fields
     from minirec.reasoning.grpo import GRPOConfig
     readers = {"generative": (GenRecConfig, S2GRConfig, OneRecConfig), "sasrec": (SASRecConfig,),
-               "agent": (ShopXConfig,), "rl": (GRPOConfig,), "onerec": (OneRecConfig,)}
+               "agent": (ShopXConfig,), "rl": (GRPOConfig,), "onerec": (OneRecConfig,), "pretrained": (OneRecConfig,)}
     # the fields that size data, not architecture: declared once, on the configs
     assert data_size_fields(ShopXConfig) == {"train_per_kind", "examples_per_epoch", "val_per_kind"}
     assert data_size_fields(GRPOConfig) == {"rl_prompts", "group_size", "rl_beam"}    # none of the SFT stages' data
@@ -425,6 +425,48 @@ def test_study_compares_each_onerec_stage_with_the_one_before_and_records_its_di
     assert (study.THINK_AHEAD, study.REASON) in {(c["a"], c["b"]) for c in table.comparisons}
 
 
+def test_study_compares_alignment_on_the_pretrained_model_inside_each_popularity_group(setup, tmp_path):
+    """The pretrained model's question: alignment against its Base on every test user and inside each popularity
+    group of the targets (the tail's interval is the two-level bootstrap on that group's users only), and the held-out
+    captions against the floor, per seed."""
+    from minirec.experiments import breakdown, study
+    from minirec.experiments.results import RANKING_METRICS, ResultsTable
+    from minirec.experiments.specs import PRETRAINED_ALIGN, PRETRAINED_BASE
+    from minirec.metrics import paired_bootstrap
+
+    split, *_ = setup
+    rng = np.random.default_rng(1)
+    n = len(split.test)
+
+    def pieces(label, level, **meta):
+        return {s: study.Piece(label, s, "d", {m: np.clip(rng.normal(level, 0.05, n), 0, 1) for m in RANKING_METRICS},
+                               {"best_val_ndcg10": level, "epochs": 2, "seconds": 4.0, **meta},
+                               np.asarray(split.test.users)) for s in (0, 1)}
+
+    gap = {"score": "genre_accuracy", "model": 0.4, "floor": 0.3, "diff": 0.1, "low": 0.02, "high": 0.18,
+           "beyond noise": True}
+    captions = {"held-out items": {"genre_accuracy": 0.4}, "captioned in training": {"genre_accuracy": 0.6}}
+    fresh = {PRETRAINED_BASE: pieces(PRETRAINED_BASE, 0.2),
+             PRETRAINED_ALIGN: pieces(PRETRAINED_ALIGN, 0.25, captions=captions, caption_floor_gap=gap)}
+    table = ResultsTable(tmp_path)
+    summary = study.assemble(fresh, table, split, get_profile("smoke"), n_boot=50)
+    groups = breakdown.popularity_groups(split, split.test)
+    by_group = summary[PRETRAINED_ALIGN]["vs_by_popularity"]
+    assert set(by_group) == set(groups.tolist()) and set(summary[PRETRAINED_ALIGN]["vs_steps"]) == {PRETRAINED_BASE}
+    for group, results in by_group.items():
+        keep = groups == group
+        direct = paired_bootstrap(np.stack([fresh[PRETRAINED_ALIGN][s].per_user["ndcg@10"][keep] for s in (0, 1)]),
+                                  np.stack([fresh[PRETRAINED_BASE][s].per_user["ndcg@10"][keep] for s in (0, 1)]),
+                                  "ndcg@10", n_boot=50)
+        assert results["ndcg@10"].n_users == keep.sum()
+        assert (results["ndcg@10"].low, results["ndcg@10"].high) == pytest.approx((direct.low, direct.high))
+    recorded = {c["group"] for c in table.comparisons if c["a"] == PRETRAINED_ALIGN and c.get("group")}
+    assert recorded == set(groups.tolist())
+    row = table.get("synthetic", f"{PRETRAINED_ALIGN}: held-out captions against the floor",
+                    "genre_accuracy minus the floor's", "stage_diagnostics", "smoke")
+    assert row["seeds"] == [0, 1] and row["mean"] == pytest.approx(0.1) and "[+0.020, +0.180]" in row["notes"]
+
+
 def test_study_chooses_the_grpo_setting_on_validation_over_the_seeds_every_candidate_has(setup, tmp_path, synthetic,
                                                                                          synthetic_sids):
     from minirec.experiments import study
@@ -603,6 +645,9 @@ def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_l
         *(book.s2gr(name) for name in (catalogue.S2GR, *catalogue.S2GR_SETTINGS)),
         chain.base, chain.align, chain.reason, *book.reason_rate_candidates(), book.align_cosine(),
         *(book.grpo(label, **grpo_sizes) for label in book.grpo_candidates())]}
+    pretrained = book.pretrained()            # the study's own question (no notebook trains it): the same catalogue
+    notebook_specs.update({spec.label: spec for spec in (pretrained.base, pretrained.align)})
+    assert pretrained.align.config.backbone == "smollm2-135m" and pretrained.align.parent.label == catalogue.PRETRAINED_WARMUP
     studied = study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids)
     assert set(studied) == set(notebook_specs)
     for label, spec in studied.items():

@@ -68,12 +68,15 @@ def test_a_stage_is_an_object_that_supplies_its_data_family_and_hooks(setup):
 
     split, _, spec = setup
     # Base trains from scratch; the stages after it start from a checkpoint and fine-tune (the warm-up has its own
-    # recipe), except alignment on a from-scratch backbone: the warm-up before it trained only the new token rows
+    # recipe), except alignment on a from-scratch backbone: the warm-up before it trained only the new token rows. On a
+    # pretrained backbone Base and alignment fine-tune too
     assert {name: (s.recipe_family(spec.config), s.thinks, s.taught_words, s.start_thinks)
             for name, s in STAGES.items()} == {
         "base": ("onerec", False, False, False), "warmup": ("warmup", False, False, False),
         "align": ("onerec", False, True, False), "reason": ("finetune", True, True, False)}
-    assert STAGES["align"].recipe_family(dc_replace(spec.config, backbone="path/to/Qwen3-0.6B")) == "finetune"
+    pretrained = dc_replace(spec.config, backbone="path/to/Qwen3-0.6B")
+    assert [STAGES[name].recipe_family(pretrained) for name in ("base", "warmup", "align", "reason")] == [
+        "finetune", "warmup", "finetune", "finetune"]
     calls = []
 
     class FirstHalf(SequentialPreference):             # next-item prediction on the first half of the users only

@@ -32,6 +32,15 @@ S2GR = "S²GR-mini"
 BASE, WARMUP = "OneRec-Think Base (SID SFT)", "OneRec-Think warm-up"
 ALIGN, REASON = "OneRec-Think + itemic alignment", "OneRec-Think + alignment + reasoning"
 ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
+# OneRec-Think on the packaged pretrained language model (the study's question: does alignment transfer there?)
+PRETRAINED_BASE, PRETRAINED_WARMUP = "OneRec-Think Base (SmolLM2-135M)", "OneRec-Think warm-up (SmolLM2-135M)"
+PRETRAINED_ALIGN = "OneRec-Think + itemic alignment (SmolLM2-135M)"
+# sized for a study piece on 2 CPU cores, where SmolLM2 fine-tunes at about 70 tokens a second (the SID rows train,
+# so every layer backpropagates): 5-item windows, 500 examples an epoch, at most 3 epochs a stage, batches of 16
+PRETRAINED_ARCHITECTURE = dict(backbone="smollm2-135m", train_layers=2, max_items=5)
+PRETRAINED_SIZES = dict(epoch_size=500)
+PRETRAINED_RECIPE = {"finetune": dict(max_epochs=3, patience=1, batch_size=16, warmup_steps=10),
+                     "warmup": dict(max_epochs=1, patience=1, batch_size=16, warmup_steps=10)}
 RL = "OneRec-Think + RL"                            # a GRPO setting's label is RL (its variant): ``grpo_label``
 SHOPX = "ShopX-mini"
 TOOL_CALLER = "learned tool-caller"                 # ShopX's baseline: the same backbone writing calls SASRec serves
@@ -239,6 +248,20 @@ class SpecCatalogue:
         warmup = base.variant(WARMUP, stage="warmup")
         align = warmup.then(ALIGN, stage="align")
         return OneRecChain(base, warmup, align, align.then(REASON, stage="reason"))
+
+    def pretrained(self) -> OneRecChain:
+        """Base, token warm-up and itemic alignment on SmolLM2-135M-Instruct (a real pretrained language model, loaded
+        offline), at ``PRETRAINED_ARCHITECTURE`` and ``PRETRAINED_SIZES`` updated by the profile's ``pretrained``
+        architecture and data sizes (by default its last 2 layers and the embeddings train, on 5-item windows, 500
+        examples an epoch) and under ``PRETRAINED_RECIPE`` (short fine-tuning stages): sized for study pieces on a
+        CPU. Its ``reason`` is None: the question it answers is alignment's."""
+        from minirec.reasoning.onerec import OneRecConfig, OneRecThink
+        config = OneRecConfig(**{**PRETRAINED_ARCHITECTURE, **self.profile.arch("pretrained")},
+                              **{**PRETRAINED_SIZES, **self.profile.sizes("pretrained")})
+        base = RunSpec(PRETRAINED_BASE, OneRecThink, config, self.sids, seeds=self.seeds, recipe=PRETRAINED_RECIPE)
+        warmup = base.variant(PRETRAINED_WARMUP, stage="warmup")
+        align = warmup.then(PRETRAINED_ALIGN, stage="align").variant(PRETRAINED_ALIGN, recipe=PRETRAINED_RECIPE)
+        return OneRecChain(base, warmup, align, None)
 
     def reason_rate_candidates(self) -> list[RunSpec]:
         """The reasoning stage at the other fine-tuning rates it is chosen among (``reason_rates``), each from the

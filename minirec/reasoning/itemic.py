@@ -198,13 +198,14 @@ def caption_report(models: dict, dataset: SequenceDataset, groups: dict[str, np.
 
 
 def caption_floor_gap(model, dataset: SequenceDataset, groups: dict[str, np.ndarray], score: str = "genre_accuracy",
-                      n_boot: int = 2000):
+                      n_boot: int = 2000, written: Sequence[str] | None = None):
     """Does ``model`` caption held-out items better than the floor (``caption_floor``) beyond noise? The paired
     bootstrap over the held-out items of (model's ``score`` - the floor's), as ``metrics.paired_bootstrap`` reports
-    it (the floor is the "b" side)."""
+    it (the floor is the "b" side). ``written``: the model's captions of the held-out items, if already made."""
     from minirec.metrics import paired_bootstrap
     items = groups["held-out items"]
-    written = caption_scores(model.caption(items.tolist()), dataset, items)[score]
+    written = model.caption(items.tolist()) if written is None else list(written)
+    written = caption_scores(written, dataset, items)[score]
     floor = _floor_scores(dataset, _floor_genre(dataset, groups), items)[score]
     return paired_bootstrap(written, floor, score, n_boot)
 

@@ -225,8 +225,13 @@ class Stage:
 
 
 class SequentialPreference(Stage):
-    """``base``: history SIDs -> next SID, every training window once per epoch (the paper's Base), from scratch."""
+    """``base``: history SIDs -> next SID, every training window once per epoch (the paper's Base): from scratch on a
+    preset (Base's recipe), fine-tuning on a pretrained backbone (the ``finetune`` recipe: its weights already know
+    language, and the from-scratch peak would overwrite them)."""
     name, family, taught_words = "base", "onerec", False
+
+    def recipe_family(self, config):
+        return "finetune" if is_pretrained(config.backbone) else self.family
 
     def examples(self, module, split, seed):
         windows = training_windows(split.train, module.config.max_items)

@@ -16,13 +16,15 @@ validation -> test gap and the per-epoch training cost into the results table::
     python -m minirec.experiments.study --model Think-Ahead --seed 0    # notebook 10's serving, measured on one seed
     python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: no plateau cuts
     python -m minirec.experiments.study --model ShopX --seed 0          # notebook 11's agents, on held-out words
+    python -m minirec.experiments.study --model OneRec-pretrained-align --seed 0   # alignment on SmolLM2-135M
     python -m minirec.experiments.study --assemble                      # the table from the pieces there are
 
 Settings are chosen on validation among the pieces, by one rule for every grid the catalogue lists (``specs.grids``:
 S²GR-mini's method-form settings, GRPO's reward and learning rate; ``choice.choose``, recorded by ``record_choice``);
-OneRec-Think's stages are compared each with the one before it and with
-the tuned SASRec (``STEPS``), a Think-Ahead piece records its latency and the share of the reasoning model's
-gain it keeps (``record_serving``), and an agents piece (``agents``) plays notebook 11's three agents on the same
+OneRec-Think's stages are compared each with the one before it and with the tuned SASRec (``STEPS``), and alignment
+on the pretrained SmolLM2-135M with its Base inside each popularity group of the targets too (``BY_POPULARITY``: the
+tail is its question); a Think-Ahead piece records its latency and the share of the reasoning model's gain it keeps
+(``record_serving``), and an agents piece (``agents``) plays notebook 11's three agents on the same
 held-out shoppers' tasks in held-out words, compared over seeds and tasks (``report_agents``).
 
 Every spec comes from the catalogue the notebooks use (``minirec.experiments.specs``), so a piece and a notebook's

@@ -112,7 +112,8 @@ def think_ahead_piece(specs: dict[str, RunSpec], split, profile: Profile, seed: 
 def stage_diagnostics(module, split) -> dict:
     """What a OneRec-Think piece measures besides ranking (notebooks 07-08): after alignment,
     the captions it writes for items never captioned in training and for items it was taught ("explain this item
-    token"); after reasoning, how often its test rationale names a genre of the item watched next. Nothing for
+    token"), and the held-out items' genre accuracy against the always-the-most-common-genre floor (a paired bootstrap
+    over those items); after reasoning, how often its test rationale names a genre of the item watched next. Nothing for
     other models."""
     from minirec.reasoning import itemic
     from minirec.reasoning.rationales import genre_agreement
@@ -123,8 +124,12 @@ def stage_diagnostics(module, split) -> dict:
     ds = split.dataset
     module.eval()
     groups = itemic.caption_groups(ds.n_items, module.config.caption_holdout)
-    out = {"captions": {group: scores for (_, group), scores in
-                        itemic.caption_report({"stage": module}, ds, groups, floor=False).items()}}
+    written = {group: module.caption(items.tolist()) for group, items in groups.items()}
+    out = {"captions": {group: {k: float(v.mean()) for k, v in itemic.caption_scores(written[group], ds, items).items()}
+                        for group, items in groups.items()}}
+    gap = itemic.caption_floor_gap(module, ds, groups, written=written["held-out items"])
+    out["caption_floor_gap"] = {"score": gap.metric, "model": gap.mean_a, "floor": gap.mean_b, "diff": gap.diff,
+                                "low": gap.low, "high": gap.high, "beyond noise": bool(gap.significant)}
     if module.thinks:
         _, rationales = recommend(module, split.test, k=10)
         agree = genre_agreement(rationales, split.test.targets, list(ds.items["genres"]), ds.genre_vocabulary)

@@ -3,9 +3,9 @@ names, OneRec-Think's steps compared, and Think-Ahead's settings."""
 from __future__ import annotations
 
 from minirec.experiments.runner import RunSpec
-from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, REASON, S2GR, S2GR_SETTINGS,
-                                      SASREC_FIRST as SASREC, SpecCatalogue, grpo_candidates as rl_candidates,
-                                      reason_rates)
+from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, ITEM_ID_TIGER_PIECE, PRETRAINED_ALIGN,
+                                      PRETRAINED_BASE, REASON, S2GR, S2GR_SETTINGS, SASREC_FIRST as SASREC,
+                                      SpecCatalogue, grpo_candidates as rl_candidates, reason_rates)
 from minirec.profiles import Profile
 
 THINK_AHEAD = "Think-Ahead (chosen on validation)"     # TIGER-mini online after the reasoning model offline
@@ -13,7 +13,9 @@ SHOPX_AGENTS = "ShopX agents (held-out phrasings)"      # notebook 11's three ag
 # OneRec-Think's ablation: each stage against the one before it, and against the tuned SASRec; the alignment
 # diagnostic against the headline alignment (never chosen by its test score)
 STEPS = ((ALIGN, BASE), (REASON, ALIGN), (REASON, BASE), (BASE, SASREC), (ALIGN, SASREC), (REASON, SASREC),
-         (THINK_AHEAD, REASON), (ALIGN_COSINE, ALIGN))
+         (THINK_AHEAD, REASON), (ALIGN_COSINE, ALIGN), (PRETRAINED_ALIGN, PRETRAINED_BASE))
+# steps whose question is the long tail: also compared inside each popularity group of the test targets
+BY_POPULARITY = ((PRETRAINED_ALIGN, PRETRAINED_BASE),)
 CACHED_LEVELS, PREFIX_COUNTS = (1, 2), (5, 10, 20)     # Think-Ahead's settings chosen among (notebook 10's)
 
 
@@ -21,14 +23,14 @@ def headline_specs(ds, split, profile: Profile, sid_table=None) -> dict[str, Run
     """Every spec the study trains, from the catalogue the notebooks use (``specs.SpecCatalogue``): SASRec at the
     grid's first setting, TIGER-mini, item-ID TIGER, S²GR-mini and its settings, OneRec-Think's ranking stages, the
     alignment diagnostic, the reasoning stage at every fine-tuning rate and every GRPO candidate (each carrying its
-    own recipe changes). ``sid_table``: another SID
-    table than the profile's."""
+    own recipe changes), and Base and alignment on the pretrained SmolLM2-135M (``SpecCatalogue.pretrained``).
+    ``sid_table``: another SID table than the profile's."""
     specs = SpecCatalogue(ds, profile, sid_table)
-    chain = specs.onerec()
+    chain, pretrained = specs.onerec(), specs.pretrained()
     out = [specs.sasrec_first(split), specs.tiger(), specs.item_id_tiger(ITEM_ID_TIGER_PIECE),
            *(specs.s2gr(name) for name in (S2GR, *S2GR_SETTINGS)), chain.base, chain.align, chain.reason,
            *specs.reason_rate_candidates(), specs.align_cosine(),
-           *(specs.grpo(label) for label in specs.grpo_candidates())]
+           *(specs.grpo(label) for label in specs.grpo_candidates()), pretrained.base, pretrained.align]
     return {spec.label: spec for spec in out}
 
 
@@ -37,7 +39,8 @@ ALIASES = {"SASRec": SASREC, "S2GR-mini": S2GR, "item-ID-TIGER": ITEM_ID_TIGER_P
            **dict(zip(("S2GR-noalign", "S2GR-lambda0.1", "S2GR-soft", "S2GR-soft0.5", "S2GR-normed",
                        "S2GR-levelhidden"), S2GR_SETTINGS, strict=True)),
            "OneRec-base": BASE, "OneRec-align": ALIGN, "OneRec-reason": REASON, "Think-Ahead": THINK_AHEAD,
-           "OneRec-align-cosine": ALIGN_COSINE, "ShopX": SHOPX_AGENTS}
+           "OneRec-align-cosine": ALIGN_COSINE, "ShopX": SHOPX_AGENTS,
+           "OneRec-pretrained-base": PRETRAINED_BASE, "OneRec-pretrained-align": PRETRAINED_ALIGN}
 
 
 def expand_models(names: list[str], profile: Profile) -> list[str]:

@@ -7,11 +7,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minirec.experiments import breakdown
 from minirec.experiments.choice import CANDIDATE, CHOSEN, Grid, choose, seed_noise
 from minirec.experiments.results import RANKING_METRICS, ResultsTable, display_name
 from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, REASON, RECIPE_CHANGES, TIGER as REFERENCE, grids)
 from minirec.experiments.study.pieces import Piece
-from minirec.experiments.study.plan import STEPS
+from minirec.experiments.study.plan import BY_POPULARITY, STEPS
 from minirec.metrics import direction, paired_bootstrap
 from minirec.profiles import Profile
 
@@ -76,6 +77,13 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
         if a in fresh and b in fresh and set(fresh[a]) & set(fresh[b]):
             summary[a].setdefault("vs_steps", {})[b] = compare_pieces(fresh[a], fresh[b], table, dataset, profile,
                                                                       n_boot)
+    popularity = breakdown.popularity_groups(split, split.test)
+    for a, b in BY_POPULARITY:                    # a step whose question is the tail: compared inside each group
+        if a in fresh and b in fresh and set(fresh[a]) & set(fresh[b]):
+            summary[a]["vs_by_popularity"] = {
+                group: compare_pieces(fresh[a], fresh[b], table, dataset, profile, n_boot, group=group,
+                                      users=np.asarray(split.test.users)[popularity == group])
+                for group in dict.fromkeys(popularity.tolist())}
     for label, by_seed in fresh.items():
         record_stage_diagnostics(label, by_seed, table, dataset, profile)
     if any("captions" in p.meta for by_seed in fresh.values() for p in by_seed.values()):
@@ -166,6 +174,15 @@ def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: Resul
         return
     record_captions(table, dataset, {(label, group): [by_seed[s].meta["captions"][group] for s in seeds]
                                      for group in by_seed[seeds[0]].meta["captions"]}, profile.name, seeds)
+    gaps = [s for s in seeds if "caption_floor_gap" in by_seed[s].meta]
+    if gaps:
+        meta = [by_seed[s].meta["caption_floor_gap"] for s in gaps]
+        table.record(dataset, f"{label}: held-out captions against the floor",
+                     {f"{meta[0]['score']} minus the floor's": [m["diff"] for m in meta],
+                      "beyond noise": [float(m["beyond noise"]) for m in meta]}, profile.name, seeds=gaps,
+                     table="stage_diagnostics",
+                     notes="95% intervals over the held-out items, per seed: "
+                           + "; ".join(f"[{m['low']:+.3f}, {m['high']:+.3f}]" for m in meta))
     seeds = [s for s in seeds if "rationales" in by_seed[s].meta]
     if seeds:
         table.record(dataset, f"{label}: test rationales",
@@ -293,23 +310,26 @@ def recorded_breakdown(table: ResultsTable, dataset: str, profile: str = "study"
 
 def compare_pieces(a: dict[int, Piece], b: dict[int, Piece], table: ResultsTable, dataset: str, profile: Profile,
                    n_boot: int, metrics: tuple[str, ...] = ("ndcg@10", "recall@10"), name_a: str | None = None,
-                   variant_a: str | None = None, chosen_a: str | None = None) -> dict:
+                   variant_a: str | None = None, chosen_a: str | None = None, users: np.ndarray | None = None,
+                   group: str | None = None) -> dict:
     """Paired bootstraps of ``a`` against ``b`` over the seeds both have (two levels: seeds, then users within each
     seed), on the test users both were evaluated on (a held-out-user validation leaves its validation users out of
-    the test); recorded under ``name_a`` (default: ``a``'s label, with ``variant_a`` and ``chosen_a``) and each
-    side's protocol."""
+    the test), or only those of them in ``users`` (a ``group`` of users, recorded as such); recorded under ``name_a``
+    (default: ``a``'s label, with ``variant_a`` and ``chosen_a``) and each side's protocol."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {}
     users_a, users_b = a[seeds[0]].user_index(), b[seeds[0]].user_index()
-    _, in_a, in_b = np.intersect1d(users_a, users_b, return_indices=True)
+    keep = np.ones(len(users_a), dtype=bool) if users is None else np.isin(users_a, users)
+    _, in_a, in_b = np.intersect1d(users_a[keep], users_b, return_indices=True)
+    in_a = np.flatnonzero(keep)[in_a]
     out = {}
     for m in metrics:
         mine = np.stack([a[s].per_user[m][in_a] for s in seeds])            # (seeds, users)
         theirs = np.stack([b[s].per_user[m][in_b] for s in seeds])
         res = paired_bootstrap(mine, theirs, m, n_boot=n_boot)
         first_a, first_b = a[seeds[0]], b[seeds[0]]
-        table.compare(dataset, name_a or first_a.label, first_b.label, res, profile.name,
+        table.compare(dataset, name_a or first_a.label, first_b.label, res, profile.name, group=group,
                       protocol_a=first_a.protocol, protocol_b=first_b.protocol, variant_a=variant_a, chosen_a=chosen_a)
         out[m] = res
     return out
@@ -319,7 +339,6 @@ def breakdowns(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, p
                n_boot: int) -> dict:
     """NDCG@10 by popularity group and by history-length group for Popularity and every model with pieces, each
     model averaged over its own seeds, with paired intervals against TIGER-mini inside each group."""
-    from minirec.experiments import breakdown
     from minirec.models.baselines import Popularity
     from minirec.metrics import evaluate
 
