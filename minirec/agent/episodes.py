@@ -68,10 +68,15 @@ class OracleAgent:
     def act(self, harness: Harness, utterance: str | None, last: Result | None) -> str:
         if last is None:
             return self.intended.get(utterance or "", json.dumps({"action": "retrieve", "k": self.k}))
-        if last.ok and last.items:
-            return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:self.k]],
-                               "message": "Here is what I found."})
-        return json.dumps({"action": "ask", "question": "Could you say that another way?"})
+        return answer_shown(harness, last, self.k)
+
+
+def answer_shown(harness: Harness, last: Result, k: int = 10) -> str:
+    """Every agent's step after its call: answer the first ``k`` items the call showed, or ask to rephrase."""
+    if last.ok and last.items:
+        return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:k]],
+                           "message": "Here is what I found."})
+    return json.dumps({"action": "ask", "question": "Could you say that another way?"})
 
 
 def run_episode(task: Task, harness: Harness, agent: Agent, k: int = 10, max_actions: int = 4) -> Episode:

@@ -237,7 +237,7 @@ def _task(kind, user, target, g, neg, decade, others, catalogue, history, rng, w
                                          Turn(words.say("turn3", n=neg), Constraints(not_genres=(neg,)))))
     if kind == "choice":
         seen = set(int(i) for i in history)
-        pool = np.flatnonzero(catalogue.nameable & np.array([g in gs for gs in catalogue.genres]))
+        pool = np.flatnonzero(catalogue.nameable & catalogue.mask(Constraints((g,))))
         pool = [int(i) for i in pool if int(i) != target and int(i) not in seen]
         if len(pool) < CHOICES - 1 or not catalogue.nameable[target]:
             return None

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from minirec.agent.catalogue import Catalogue, sid_strings
-from minirec.agent.episodes import play
+from minirec.agent.episodes import answer_shown, play
 from minirec.agent.harness import Harness, Result
 from minirec.agent.intents import Task, make_tasks, training_stage, user_split
 from minirec.agent.protocol import Constraints
@@ -209,10 +209,10 @@ class ShopXMini(OneRecThink):
 
     def on_validation_epoch_end(self) -> None:
         if getattr(self, "_valid", None) is not None:
-            catalogue, tasks, histories = self._valid
+            catalogue, tasks, stage = self._valid
             was_training = self.training
             self.eval()
-            episodes = play(tasks, ShopXAgent(self), catalogue, ModelBackend(self), histories)
+            episodes = play(tasks, ShopXAgent(self), catalogue, ModelBackend(self), stage.histories)
             self.train(was_training)
             self.log("val_agent_hit10", float(np.mean([e.hit for e in episodes])))
             self.log("val_agent_satisfied", float(np.mean([e.satisfied for e in episodes])))
@@ -220,7 +220,7 @@ class ShopXMini(OneRecThink):
     def session_examples(self, split: LeaveOneOutSplit, seed: int = 0) -> StageData:
         """The shopping stage's examples (``ShoppingSessions``); also keeps the validation episodes to play."""
         catalogue = Catalogue(split.dataset, self.sid_table)                 # one catalogue for both task sets
-        self._valid = (catalogue, self.validation_tasks(split, catalogue), split.valid.histories)
+        self._valid = (catalogue, self.validation_tasks(split, catalogue), split.valid)
         tasks, stage = self.training_tasks(split, catalogue)
         row = {int(u): r for r, u in enumerate(stage.users)}
         pad_label = -100
@@ -301,14 +301,11 @@ class ShopXAgent:
             self.named = harness.catalogue.mentions(self.utterance)       # the harness grounds the titles named
             return self.module.write_action(harness.history, harness.state.constraints, self.utterance,
                                             named=self.named)
-        if last.ok and last.items:
-            return json.dumps({"action": "answer", "items": [harness.catalogue.sids[i] for i in last.items[:self.k]],
-                               "message": "Here is what I found."})
         if not last.ok and not self.retried:               # the model reads the error and writes once more
             self.retried = True
             return self.module.write_action(harness.history, harness.state.constraints, self.utterance, last.message,
                                             self.named)
-        return json.dumps({"action": "ask", "question": "Could you say that another way?"})
+        return answer_shown(harness, last, self.k)
 
 
 def action_agreement(modules: Sequence[ShopXMini], tasks: Sequence[Task], stage: EvalStage) -> list[dict]:
@@ -354,14 +351,10 @@ class ToolCaller(ShopXMini):
 
     def on_validation_epoch_end(self) -> None:
         if getattr(self, "_valid", None) is not None:
-            _, tasks, _ = self._valid
+            _, tasks, stage = self._valid
             was_training = self.training
             self.eval()
-            rows = action_agreement([self], tasks, self._valid_stage)
+            rows = action_agreement([self], tasks, stage)
             self.train(was_training)
             self.log("val_action_exact", float(np.mean([r["exact"] for r in rows])))
             self.log("val_action_parses", float(np.mean([r["parses"] for r in rows])))
-
-    def session_examples(self, split: LeaveOneOutSplit, seed: int = 0) -> StageData:
-        self._valid_stage = split.valid
-        return super().session_examples(split, seed)
