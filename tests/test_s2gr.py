@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from minirec import metrics
 from minirec.data.dataset import leave_one_out
 from minirec.models.baselines import Popularity
-from minirec.models.generative import GenerativeRecommender, level_accuracy
+from minirec.models.generative import GenerativeRecommender, GenRecConfig, level_accuracy
 from minirec.profiles import get_profile, seed_everything, with_recipe
 from minirec.reasoning.s2gr import S2GR, S2GRConfig, cluster_accuracy, codeword_clusters, soft_cluster_targets
 from minirec.sids.semantic_ids import SIDTable
@@ -295,3 +295,21 @@ def test_alignment_loss_reads_the_thinking_position_of_each_level(synthetic, tab
         wrong = F.cross_entropy(model.cluster_logits(code_state[None], level).float(),
                                 model.code_cluster[level, codes[level]][None])
         assert abs(wrong.item() - expected.item()) > 1e-3
+
+
+def test_probe_states_are_the_states_that_predict_each_code(synthetic, table):
+    # thinking t_l is the state the code-l logits are read from; "before" is the state it starts from: the history's
+    # last state for level 1, the previous code's state after
+    model = make(synthetic, table)
+    split = leave_one_out(synthetic)
+    x = torch.as_tensor(np.stack([h[-6:] for h in split.test.histories[:3]]))
+    y = torch.as_tensor(split.test.targets[:3])
+    states = model.probe_states(x, y)
+    b = model.last_branch(model.target_window(x, y))
+    torch.testing.assert_close(states["thinking"], model.code_hidden(b)[:, 0, :model.levels])
+    torch.testing.assert_close(states["before"][:, 0], b.context[:, 0])
+    torch.testing.assert_close(states["before"][:, 1], b.stage_hidden[1][:, 0])
+    # TIGER-mini's plain states: the hidden states whose logits are level_logits
+    tiger = GenerativeRecommender(GenRecConfig(max_items=6, text_vocab_size=50, backbone_overrides=SMALL), table).eval()
+    plain = tiger.code_states(x, y)
+    torch.testing.assert_close(tiger.model.get_output_embeddings()(plain), tiger.level_logits(x, y))

@@ -37,8 +37,7 @@ def test_next_distribution_matches_the_generators_own_draws():
     # the shopper's history and taste are fixed; the next step is drawn by the generator's own code, many times
     rng = np.random.default_rng(0)
     history = w.sequences[0][:5]
-    taste = int(w.taste[0])
-    p = w.next_distribution(history, taste)
+    p = w.shopper_distribution(0, history)
     assert p.sum() == pytest.approx(1.0)
     assert np.all(p[history] == 0)
     counts = np.zeros(w.config.n_items)
@@ -56,6 +55,8 @@ def test_next_distribution_matches_the_generators_own_draws():
         pos = w.position_table[poss[0] * c.n_subcategories + poss[1]]
         pool = members[cat * c.n_subcategories + pos]
         pool = pool[~seen[pool]]
+        if rng.random() < c.style and (w.colour[pool] == w.style[0]).any():
+            pool = pool[w.colour[pool] == w.style[0]]
         weights = w.popularity[pool]
         counts[rng.choice(pool, p=weights / weights.sum())] += 1
     assert np.abs(counts / n - p).max() < 0.015
@@ -67,7 +68,7 @@ def test_generated_sequences_follow_the_distribution():
     log_p = []
     for u, seq in enumerate(w.sequences):
         for t in range(2, len(seq)):
-            log_p.append(np.log(w.next_distribution(seq[:t], int(w.taste[u]))[seq[t]]))
+            log_p.append(np.log(w.shopper_distribution(u, seq[:t])[seq[t]]))
     assert np.isfinite(log_p).all()          # no generated item ever had probability 0
 
 
@@ -75,8 +76,8 @@ def test_depth_zero_ranking_is_unchanged_when_older_positions_are_dropped():
     w = make_world(depth=0, seed=1, **TINY)
     for u in range(30):
         history = w.sequences[u][:-1]
-        full = w.next_distribution(history, int(w.taste[u]))
-        last_only = w.next_distribution(history[-1:], int(w.taste[u]), seen=history)
+        full = w.shopper_distribution(u, history)
+        last_only = w.shopper_distribution(u, history[-1:], seen=history)
         np.testing.assert_array_equal(np.argsort(-full, kind="stable"), np.argsort(-last_only, kind="stable"))
 
 
@@ -86,8 +87,8 @@ def test_depth_k_needs_k_positions():
     for u in range(60):
         history = w.sequences[u][:-1]
         taste = int(w.taste[u])
-        full = w.next_distribution(history, taste)
-        np.testing.assert_array_equal(full, w.next_distribution(history[-3:], taste, seen=history))
+        full = w.shopper_distribution(u, history)
+        np.testing.assert_array_equal(full, w.shopper_distribution(u, history[-3:], seen=history))
         # keep the last two positions, change the third-to-last item's category: the prediction moves for most
         other = history.copy()
         other[-3] = np.flatnonzero(w.category != w.category[history[-3]])[0]
@@ -112,15 +113,17 @@ def test_the_ceiling_is_the_ranking_by_the_true_distribution_found_by_brute_forc
         cat = w.category_table[w.category[history[-1]]]
         pos = w.position_table[w.position[history[-1]]]
         pool = np.flatnonzero((w.category == cat) & (w.position == pos) & ~seen)
+        mine = pool[w.colour[pool] == w.style[i]]
         for _ in range(40000):
             if rng.random() < c.noise:
                 counts[rng.choice(np.flatnonzero(~seen))] += 1
             else:
-                counts[rng.choice(pool, p=w.popularity[pool] / w.popularity[pool].sum())] += 1
+                drawn = mine if rng.random() < c.style and len(mine) else pool
+                counts[rng.choice(drawn, p=w.popularity[drawn] / w.popularity[drawn].sum())] += 1
         brute = counts / counts.sum()
         # the expected NDCG@10 of ranking by the brute-force estimate equals the ceiling's (up to sampling error)
         top = np.argsort(-brute, kind="stable")[:10]
-        p = w.next_distribution(history, int(w.taste[i]))
+        p = w.shopper_distribution(i, history)
         assert p[top] @ discounts == pytest.approx(ceiling["expected_ndcg@10"][i], abs=0.01)
         # and no other ranking does better: the ceiling's top 10 are the 10 most probable items
         assert ceiling["expected_recall@10"][i] == pytest.approx(np.sort(p)[::-1][:10].sum())
@@ -149,7 +152,7 @@ def test_text_carries_controls_what_the_text_says():
 
 @pytest.mark.parametrize("knobs, words", [
     (dict(depth=5), "depth"), (dict(depth=-1), "depth"), (dict(tail=-0.1), "tail"), (dict(tail=9), "tail"),
-    (dict(text_carries=1.5), "text_carries"), (dict(noise=1.0), "noise"), (dict(n_categories=9), "n_categories"),
+    (dict(text_carries=1.5), "text_carries"), (dict(noise=1.0), "noise"), (dict(style=1.2), "style"), (dict(n_categories=9), "n_categories"),
     (dict(items_per_subcategory=10), "items_per_subcategory"), (dict(depth=3, min_length=5), "min_length"),
 ])
 def test_out_of_range_knobs_raise_a_clear_error(knobs, words):
@@ -158,8 +161,9 @@ def test_out_of_range_knobs_raise_a_clear_error(knobs, words):
 
 
 def test_world_names_round_trip_and_load_as_datasets():
-    config = WorldConfig(depth=3, tail=0.5, n_users=50, min_length=6, max_length=8)
-    assert world_name(config) == "world-depth3-tail0.5-users50-min6-max8"
+    config = WorldConfig(depth=3, tail=0.5, n_users=50, min_length=7, max_length=8)
+    assert world_name(config) == "world-depth3-tail0.5-users50-min7-max8"
+    assert parse_world_name("world-style0.5-noise0.2") == WorldConfig(style=0.5, noise=0.2)
     assert parse_world_name(world_name(config)) == config
     assert parse_world_name("world") == WorldConfig()
     ds = loaders.load_dataset(world_name(config))
@@ -227,3 +231,20 @@ def test_latest_small_with_missing_columns_is_a_clear_error(tmp_path):
     pd.DataFrame({"userId": [1], "movieId": [2]}).to_pickle(tmp_path / "movielens.pkl.compress", compression="xz")
     with pytest.raises(DataFormatError, match="lacks the columns"):
         loaders.load_dataset("ml-latest-small", tmp_path)
+
+
+def test_the_shoppers_colour_makes_rare_items_predictable():
+    """With style, a shopper's items share their colour, and the ceiling reaches tail targets; without it, a rare
+    target is almost never in the Bayes-optimal top 10."""
+    knobs = dict(depth=1, seed=2, n_users=1500, items_per_subcategory=48, min_length=8, max_length=12)
+    styled, plain = make_world(style=0.8, **knobs), make_world(style=0.0, **knobs)
+    for w in (styled, plain):
+        same = [np.mean(w.colour[s] == w.style[u]) for u, s in enumerate(w.sequences)]
+        w.same_colour = float(np.mean(same))
+    assert styled.same_colour > 0.6 and plain.same_colour < 0.2
+    ceilings = []
+    for w in (styled, plain):
+        split = leave_one_out(w.dataset)
+        rare = split.train_item_counts()[split.test.targets] < 5
+        ceilings.append(w.ceiling(split.test)["recall@10"][rare].mean())
+    assert ceilings[0] > 2 * ceilings[1]

@@ -10,9 +10,9 @@ from attribute words (a colour and a material); on a share ``text_carries`` of t
 category and subcategory ("Genres: kitchen, pans."), the attribute that drives the transitions. The course's real
 pipeline (sentence encoder, quantiser) turns that text into SIDs.
 
-A shopper: a taste (one category), a history of ``min_length``..``max_length`` distinct items (no item twice, as in
-MovieLens, so every target is one the protocol can rank). The first ``max(depth, 1)`` items are free: a subcategory
-of the taste, an item by popularity. Every later step is, with probability ``noise``, a random unseen item of the
+A shopper: a taste (one category), a colour, a history of ``min_length``..``max_length`` distinct items (no item
+twice, as in MovieLens, so every target is one the protocol can rank). The first ``max(depth, 1)`` items are free:
+a subcategory of the taste, an item as below. Every later step is, with probability ``noise``, a random unseen item of the
 whole catalogue; otherwise a *planted step*:
 
 - ``depth == 0``: the next subcategory is the last item's with probability ``STAY``, else a uniform subcategory of
@@ -23,7 +23,9 @@ whole catalogue; otherwise a *planted step*:
 
 Inside the chosen subcategory the item is drawn by popularity among the items the shopper has not seen: weight
 ``(rank + 1) ** -tail`` (rank in a fixed random order), so ``tail = 0`` is uniform and larger values send most
-steps to a few items and leave a long tail of rare ones.
+steps to a few items and leave a long tail of rare ones. With probability ``style`` the draw is among the items of
+the shopper's colour only (named in every item's text): a rarely bought item of the right colour is then a
+predictable next item, which a model can only know through what the item says, not through its few purchases.
 
 The knobs are single numbers with defaults (``WorldConfig``); out-of-range values raise ``WorldConfigError``. A world
 is named by its non-default knobs (``world_name``: ``world-depth3-tail1.5``), and ``load_dataset`` builds it from
@@ -71,12 +73,13 @@ class WorldConfig:
     tail: float = 1.5               # popularity skew inside a subcategory: weight (rank + 1) ** -tail
     text_carries: float = 1.0       # share of items whose text names their category and subcategory
     noise: float = 0.1              # share of random steps (a uniform unseen item)
+    style: float = 0.8              # share of non-random steps whose item has the shopper's colour
     n_categories: int = 8           # at most len(CATEGORIES)
     n_subcategories: int = 4        # per category, at most 4
     items_per_subcategory: int = 64
-    n_users: int = 4000
-    min_length: int = 10            # items per shopper, validation and test targets included
-    max_length: int = 20
+    n_users: int = 5000
+    min_length: int = 6             # items per shopper, validation and test targets included
+    max_length: int = 10
     seed: int = 0                   # the generator's seed: tables, popularity, titles, shoppers
 
     def __post_init__(self):
@@ -88,6 +91,7 @@ class WorldConfig:
         need(0.0 <= self.tail <= MAX_TAIL, f"tail={self.tail!r} must be in [0, {MAX_TAIL}]")
         need(0.0 <= self.text_carries <= 1.0, f"text_carries={self.text_carries!r} must be in [0, 1]")
         need(0.0 <= self.noise < 1.0, f"noise={self.noise!r} must be in [0, 1)")
+        need(0.0 <= self.style <= 1.0, f"style={self.style!r} must be in [0, 1]")
         need(2 <= self.n_categories <= len(CATEGORIES), f"n_categories={self.n_categories!r} must be in "
              f"2..{len(CATEGORIES)}")
         need(2 <= self.n_subcategories <= 4, f"n_subcategories={self.n_subcategories!r} must be in 2..4")
@@ -110,7 +114,8 @@ class WorldConfig:
 
 
 # The name grammar: "world" then "-<knob><value>" for every knob that differs from its default.
-_SHORT = {"depth": "depth", "tail": "tail", "text_carries": "text", "noise": "noise", "n_categories": "cats",
+_SHORT = {"depth": "depth", "tail": "tail", "text_carries": "text", "noise": "noise", "style": "style",
+          "n_categories": "cats",
           "n_subcategories": "subs", "items_per_subcategory": "items", "n_users": "users", "min_length": "min",
           "max_length": "max", "seed": "seed"}
 _LONG = {v: k for k, v in _SHORT.items()}
@@ -160,10 +165,12 @@ class World:
     category: np.ndarray            # (n_items,) category of each item
     position: np.ndarray            # (n_items,) subcategory position inside its category, 0..S-1
     popularity: np.ndarray          # (n_items,) weight inside its subcategory, (rank + 1) ** -tail
+    colour: np.ndarray              # (n_items,) index into COLOURS, named in every item's text
     carries: np.ndarray             # (n_items,) bool: the text names category and subcategory
     category_table: np.ndarray      # depth >= 1: C**depth -> category
     position_table: np.ndarray      # depth >= 1: S**depth -> position
     taste: np.ndarray               # (n_users,) each shopper's category
+    style: np.ndarray               # (n_users,) each shopper's colour
     sequences: list[np.ndarray]     # per shopper: item indices in order
     items: pd.DataFrame             # title, year, genres, text, category and subcategory names
 
@@ -179,11 +186,12 @@ class World:
         c = self.config
         items = self.items.reset_index(names="item_id")
         users = pd.DataFrame({"user_id": [str(u) for u in range(len(self.sequences))],
-                              "taste": [list(CATEGORIES)[t] for t in self.taste]})
+                              "taste": [list(CATEGORIES)[t] for t in self.taste],
+                              "colour": [COLOURS[c] for c in self.style]})
         return SequenceDataset(c.name, [np.array(s, dtype=np.int64) for s in self.sequences],
                                users["user_id"].to_numpy(), items["item_id"].to_numpy(),
                                items[["item_id", "title", "year", "genres", "text", "category_name",
-                                      "subcategory_name", "description"]],
+                                      "subcategory_name", "colour_name", "description"]],
                                users, source=f"minirec.data.world.make_world({c})",
                                timestamps=[np.arange(len(s), dtype=np.float64) for s in self.sequences])
 
@@ -205,20 +213,40 @@ class World:
         out[cat * c.n_subcategories + pos] = 1.0
         return out
 
-    def next_distribution(self, history: np.ndarray, taste: int, seen: np.ndarray | None = None) -> np.ndarray:
-        """(n_items,) the true probability of each item being next after ``history``; ``seen`` (default: the
-        history) are the items that can no longer come. A noise step is a uniform unseen item; a planted step a
-        subcategory (``planted_subcategories``), then an unseen item of it by popularity."""
+    def next_distribution(self, history: np.ndarray, taste: int, seen: np.ndarray | None = None,
+                          colour: int | None = None) -> np.ndarray:
+        """(n_items,) the true probability of each item being next after ``history`` for a shopper of this
+        ``taste`` and ``colour`` (None: the colour rule left out); ``seen`` (default: the history) are the items that
+        can no longer come. A noise step is a uniform unseen item; a
+        planted step a subcategory (``planted_subcategories``), then an unseen item of it by popularity, among the
+        shopper's colour with probability ``style`` (all of the subcategory when none of that colour is left)."""
         c = self.config
         seen = np.asarray(history if seen is None else seen, dtype=np.int64)
         free = np.ones(c.n_items, dtype=bool)
         free[seen] = False
         noise = free / free.sum()
-        weights = self.popularity * free
-        per_sub = np.bincount(self.subcategory, weights=weights, minlength=c.n_categories * c.n_subcategories)
         sub_p = self.planted_subcategories(np.asarray(history, dtype=np.int64), taste)
-        planted = sub_p[self.subcategory] * weights / per_sub[self.subcategory]
-        return c.noise * noise + (1.0 - c.noise) * planted
+        return c.noise * noise + (1.0 - c.noise) * self._item_in_subcategory(sub_p, free, colour)
+
+    def _item_in_subcategory(self, sub_p: np.ndarray, free: np.ndarray, colour: int | None) -> np.ndarray:
+        """(n_items,) P(item) when the subcategory is drawn from ``sub_p`` and the item inside it as a planted step
+        draws it."""
+        c = self.config
+        n_sub = c.n_categories * c.n_subcategories
+        weights = self.popularity * free
+        per_sub = np.bincount(self.subcategory, weights=weights, minlength=n_sub)
+        anyone = weights / np.where(per_sub > 0, per_sub, 1.0)[self.subcategory]
+        if colour is None or c.style == 0.0:
+            return sub_p[self.subcategory] * anyone
+        mine = weights * (self.colour == colour)
+        per_mine = np.bincount(self.subcategory, weights=mine, minlength=n_sub)
+        styled = np.where(per_mine[self.subcategory] > 0, mine / np.where(per_mine > 0, per_mine, 1.0)[self.subcategory],
+                          anyone)
+        return sub_p[self.subcategory] * (c.style * styled + (1.0 - c.style) * anyone)
+
+    def shopper_distribution(self, user: int, history: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
+        """``next_distribution`` for shopper ``user`` (their taste and colour)."""
+        return self.next_distribution(history, int(self.taste[user]), seen, int(self.style[user]))
 
     def rule_holds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per planted position of every shopper (after the free start): does the item's subcategory have
@@ -232,7 +260,7 @@ class World:
             for t in range(start, len(seq)):
                 allowed = self.planted_subcategories(seq[:t], taste)[self.subcategory] > 0
                 holds.append(allowed[seq[t]])
-                chance.append(self.next_distribution(seq[:t], taste)[allowed].sum())
+                chance.append(self.shopper_distribution(u, seq[:t])[allowed].sum())
         return np.array(holds), np.array(chance)
 
     # ------------------------------------------------------------------ the ceiling
@@ -244,7 +272,7 @@ class World:
         discounts = 1.0 / np.log2(np.arange(k) + 2.0)
         out = {f"ndcg@{k}": [], f"recall@{k}": [], f"expected_ndcg@{k}": [], f"expected_recall@{k}": []}
         for user, history, target in zip(stage.users, stage.histories, stage.targets):
-            p = self.next_distribution(history, int(self.taste[user]))
+            p = self.shopper_distribution(int(user), history)
             top = np.argsort(-p, kind="stable")[:k]
             hit = np.flatnonzero(top == target)
             out[f"ndcg@{k}"].append(float(discounts[hit[0]]) if len(hit) else 0.0)
@@ -275,21 +303,24 @@ def _catalogue(config: WorldConfig, rng: np.random.Generator) -> tuple[np.ndarra
     rank = np.concatenate([rng.permutation(c.items_per_subcategory) for _ in range(n // c.items_per_subcategory)])
     popularity = (rank + 1.0) ** -c.tail
     carries = rng.random(n) < c.text_carries
-    return category, position, popularity, carries
+    colour = rng.integers(len(COLOURS), size=n)
+    return category, position, popularity, carries, colour
 
 
-def _item_table(config: WorldConfig, category, position, carries, rng: np.random.Generator) -> pd.DataFrame:
+def _item_table(config: WorldConfig, category, position, carries, colour, rng: np.random.Generator) -> pd.DataFrame:
     names = list(CATEGORIES)
     numbers = rng.choice(np.arange(100, 10000), size=config.n_items, replace=False)
+    brands = rng.integers(len(BRANDS), size=config.n_items)
+    materials = rng.integers(len(MATERIALS), size=config.n_items)
     rows = []
     for i in range(config.n_items):
-        title = f"{BRANDS[rng.integers(len(BRANDS))]} {numbers[i]}"
+        title = f"{BRANDS[brands[i]]} {numbers[i]}"
         cat = names[category[i]]
         sub = CATEGORIES[cat][position[i]]
-        description = f"{COLOURS[rng.integers(len(COLOURS))]} {MATERIALS[rng.integers(len(MATERIALS))]}"
+        description = f"{COLOURS[colour[i]]} {MATERIALS[materials[i]]}"
         genres = [cat, sub] if carries[i] else []
         rows.append(dict(title=title, year="", genres=genres, category_name=cat, subcategory_name=sub,
-                         description=description,
+                         description=description, colour_name=COLOURS[colour[i]],
                          text=item_text(f"{title}, {description}", "", genres)))
     return pd.DataFrame(rows, index=[str(i) for i in range(config.n_items)])
 
@@ -299,13 +330,15 @@ def make_world(config: WorldConfig | None = None, **knobs) -> World:
     config = replace(config or WorldConfig(), **knobs) if knobs else (config or WorldConfig())
     c = config
     rng = np.random.default_rng(c.seed)
-    category, position, popularity, carries = _catalogue(c, rng)
-    items = _item_table(c, category, position, carries, rng)
+    category, position, popularity, carries, colour = _catalogue(c, rng)
+    items = _item_table(c, category, position, carries, colour, rng)
     depth = max(c.depth, 1)
     category_table = _balanced_table(rng, c.n_categories, depth)
     position_table = _balanced_table(rng, c.n_subcategories, depth)
     taste = rng.integers(c.n_categories, size=c.n_users)
-    world = World(c, category, position, popularity, carries, category_table, position_table, taste, [], items)
+    style = rng.integers(len(COLOURS), size=c.n_users)
+    world = World(c, category, position, popularity, colour, carries, category_table, position_table, taste, style,
+                  [], items)
     subcategory = world.subcategory
     members = [np.flatnonzero(subcategory == s) for s in range(c.n_categories * c.n_subcategories)]
     for u in range(c.n_users):
@@ -330,6 +363,8 @@ def make_world(config: WorldConfig | None = None, **knobs) -> World:
                 item = int(rng.choice(np.flatnonzero(~seen)))
             else:
                 pool = members[sub][~seen[members[sub]]]
+                if rng.random() < c.style and (colour[pool] == style[u]).any():   # the shopper's colour
+                    pool = pool[colour[pool] == style[u]]
                 w = popularity[pool]
                 item = int(pool[rng.choice(len(pool), p=w / w.sum())])
             seen[item] = True

@@ -157,6 +157,14 @@ class GenerativeRecommender(RankingModule):
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
         return logits[:, -self.tokens_per_item - 1:-1]
 
+    @torch.no_grad()
+    def code_states(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, P, H) the last hidden states that predict each SID token of ``targets``, teacher-forced: what a
+        linear probe reads to ask what the model knows before it writes each code."""
+        input_ids, mask, positions = self.encode_histories(self.target_window(inputs, targets))
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=positions)
+        return hidden.last_hidden_state[:, -self.tokens_per_item - 1:-1]
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | Path) -> Path:
         """Backbone + tokeniser (transformers format), SID table and minirec config in one folder."""

@@ -358,6 +358,17 @@ class S2GR(GenerativeRecommender):
         return predicted, truth
 
     @torch.no_grad()
+    def probe_states(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher-forced hidden states per level (B, L, H): ``thinking``, the thinking step t_l that predicts code
+        l, and ``before``, the state it starts from (the history's last state for l = 1, then the previous code's
+        state s_{l-1}): the same model's state with and without the thinking step, for a linear probe."""
+        b = self.last_branch(self.target_window(inputs, targets))
+        thinking = torch.stack([b.stage_hidden[2 * l][:, 0] for l in range(self.levels)], dim=1)
+        before = torch.stack([b.context[:, 0]] + [b.stage_hidden[2 * l - 1][:, 0] for l in range(1, self.levels)],
+                             dim=1)
+        return {"thinking": thinking, "before": before}
+
+    @torch.no_grad()
     def thinking_attention(self, history: torch.Tensor, target: int) -> np.ndarray:
         """Attention of each thinking step over the history items: (L, layers, heads, T) for one user.
 

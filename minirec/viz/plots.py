@@ -435,3 +435,94 @@ def seed_curves(curves: dict[str, dict[int, list[dict]]], metrics: tuple[str, ..
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.1) / height, 1, 1))
     return fig
+
+
+def gain_by_world(rows: list[dict], title: str = "", ylabel: str = "S²GR-mini − TIGER-mini, NDCG@10"):
+    """A method's gain over the model it extends in each world, with its 95% interval: one point per world and group
+    of users (rows: ``world``, ``users``, ``diff``, ``low``, ``high``), worlds in the order given."""
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    groups = list(dict.fromkeys(r["users"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(worlds) + 3, 3.4))
+    for j, group in enumerate(groups):
+        mine = {r["world"]: r for r in rows if r["users"] == group}
+        x = np.arange(len(worlds)) + (j - (len(groups) - 1) / 2) * 0.15
+        y = np.array([mine[w]["diff"] if w in mine else np.nan for w in worlds])
+        low = np.array([mine[w]["low"] if w in mine else np.nan for w in worlds])
+        high = np.array([mine[w]["high"] if w in mine else np.nan for w in worlds])
+        ax.errorbar(x, y, yerr=[y - low, high - y], fmt="o", capsize=4, label=group)
+    ax.axhline(0.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(worlds)), worlds)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def ceiling_shares(rows: list[dict], title: str = "share of the Bayes-optimal NDCG@10"):
+    """Each model's NDCG@10 as a share of the ceiling: one panel per group of users, one group of bars per world."""
+    groups = list(dict.fromkeys(r["users"] for r in rows))
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    width = 0.8 / len(models)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 2.5, 3.4), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for j, model in enumerate(models):
+            share = {r["world"]: r["share of ceiling"] for r in rows if r["users"] == group and r["model"] == model}
+            ax.bar(np.arange(len(worlds)) + j * width, [share.get(w, np.nan) for w in worlds], width, label=model)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(worlds)) + width * (len(models) - 1) / 2, worlds)
+        ax.set(title=group)
+    axes[0][0].set_ylabel(title)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def probe_bars(rows: list[dict], title: str = "linear probe on held-out users"):
+    """Probe accuracy per level for each model's states, with the majority class as a dashed line per level."""
+    levels = sorted({r["level"] for r in rows})
+    states = list(dict.fromkeys(f"{r['model']} · {r['state']}" for r in rows))
+    width = 0.8 / len(states)
+    fig, ax = plt.subplots(figsize=(2.2 * len(levels) + 3.5, 3.4))
+    for j, state in enumerate(states):
+        acc = {r["level"]: r["accuracy"] for r in rows if f"{r['model']} · {r['state']}" == state}
+        ax.bar(np.arange(len(levels)) + j * width, [acc.get(lv, np.nan) for lv in levels], width, label=state)
+    for i, level in enumerate(levels):
+        floor = next(r["majority class"] for r in rows if r["level"] == level)
+        ax.hlines(floor, i - width / 2, i + 0.8 - width / 2, colors="k", linestyles="--", lw=0.8)
+    names = {r["level"]: f"level {r['level']}: {r['latent']}" for r in rows}
+    ax.set_xticks(np.arange(len(levels)) + width * (len(states) - 1) / 2, [names[lv] for lv in levels])
+    ax.set(ylabel="accuracy (dashed: majority class)", title=title, ylim=(0, 1))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def driving_attention(rows: list[dict], title: str = "thinking steps' attention per history item"):
+    """Mean attention per item on the planted driving positions and on the older ones, per world and thinking step
+    (rows: ``world``, ``step``, ``positions``, ``attention``)."""
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    fig, axes = plt.subplots(1, len(worlds), figsize=(3.4 * len(worlds) + 2, 3.2), sharey=True, squeeze=False)
+    for ax, world in zip(axes[0], worlds):
+        mine = [r for r in rows if r["world"] == world]
+        steps = list(dict.fromkeys(r["step"] for r in mine))
+        kinds = list(dict.fromkeys(r["positions"] for r in mine))
+        for j, kind in enumerate(kinds):
+            value = {r["step"]: r["attention"] for r in mine if r["positions"] == kind}
+            ax.bar(np.arange(len(steps)) + j * 0.4, [value.get(s, np.nan) for s in steps], 0.4, label=kind)
+        ax.set_xticks(np.arange(len(steps)) + 0.2, steps)
+        ax.set(title=world)
+    axes[0][0].set_ylabel("mean attention per item")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_maps(panels: list[tuple[np.ndarray, np.ndarray, str]], s: float = 5):
+    """Side-by-side 2-D maps (coords, labels, title), each coloured by its own labels."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    for ax, (coords, labels, title) in zip(axes[0], panels):
+        scatter_by_label(ax, coords, labels, title, s=s)
+    fig.tight_layout()
+    return fig

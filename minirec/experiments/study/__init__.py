@@ -17,6 +17,8 @@ validation -> test gap and the per-epoch training cost into the results table::
     python -m minirec.experiments.study --model OneRec-align-cosine --seed 0   # a diagnostic: no plateau cuts
     python -m minirec.experiments.study --model ShopX --seed 0          # notebook 11's agents, on held-out words
     python -m minirec.experiments.study --model OneRec-pretrained-align --seed 0   # alignment on SmolLM2-135M
+    python -m minirec.experiments.study --dataset world-depth3 --model TIGER-mini --model S2GR-mini --seed 0
+                                                                        # a planted world (notebook 12's sweep)
     python -m minirec.experiments.study --assemble                      # the table from the pieces there are
 
 Settings are chosen on validation among the pieces, by one rule for every grid the catalogue lists (``specs.grids``:
@@ -25,7 +27,9 @@ OneRec-Think's stages are compared each with the one before it and with the tune
 on the pretrained SmolLM2-135M with its Base inside each popularity group of the targets too (``BY_POPULARITY``: the
 tail is its question); a Think-Ahead piece records its latency and the share of the reasoning model's gain it keeps
 (``record_serving``), and an agents piece (``agents``) plays notebook 11's three agents on the same
-held-out shoppers' tasks in held-out words, compared over seeds and tasks (``report_agents``).
+held-out shoppers' tasks in held-out words, compared over seeds and tasks (``report_agents``). On a planted world
+(``--dataset world-...``, ``minirec.data.world``) the assembly adds every model's share of the Bayes-optimal ceiling
+and S²GR-mini against TIGER-mini on the tail targets (``record_world``).
 
 Every spec comes from the catalogue the notebooks use (``minirec.experiments.specs``), so a piece and a notebook's
 run of the same label train the same thing (the same fingerprint, the same checkpoint folder).

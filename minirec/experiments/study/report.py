@@ -91,6 +91,8 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
     for label, by_seed in fresh.items():          # a served piece (Think-Ahead): its latency and the gain it keeps
         if any("serving" in p.meta for p in by_seed.values()):
             summary[label]["serving"] = record_serving(label, fresh, table, dataset, profile)
+    if dataset == "world" or dataset.startswith("world-"):
+        summary["world"] = record_world(fresh, table, split, profile, n_boot)
     summary["choices"] = {grid.method: record_choice(grid, fresh, table, dataset, profile, n_boot)
                           for grid in grids(profile)}
     # the breakdowns: every model but the grids' candidates set aside (those neither the headline nor, where the
@@ -101,6 +103,32 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
     summary["breakdown"] = breakdowns({k: v for k, v in fresh.items() if k not in aside}, table, split, profile,
                                       n_boot)
     return summary
+
+
+def record_world(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
+                 n_boot: int) -> dict:
+    """A planted world's rows (notebook 12's, over the study's seeds): every model's NDCG@10 as a share of the
+    Bayes-optimal ranking's on every test user and on the tail targets, and S²GR-mini against TIGER-mini on the
+    tail targets (the comparison on every user is ``vs_reference``)."""
+    from minirec.data.world import world_of
+    from minirec.experiments import regimes
+    from minirec.experiments.specs import S2GR
+
+    world = world_of(split.dataset)
+    run = regimes.WorldRun("study", world, split, None, world.ceiling(split.test), regimes.tail_targets(split))
+    everyone = [label for label, by_seed in fresh.items()
+                if all(p.users is None and "serving" not in p.meta for p in by_seed.values())]
+    stacked = {label: {"ndcg@10": np.stack([fresh[label][s].per_user["ndcg@10"] for s in sorted(fresh[label])])}
+               for label in everyone}
+    seeds = {label: sorted(fresh[label]) for label in everyone}
+    shares = [row for label in everyone
+              for row in regimes.ceiling_shares(table, run, {label: stacked[label]}, profile, seeds[label])]
+    out = {"shares": shares}
+    if S2GR in fresh and REFERENCE in fresh:
+        out["tail"] = compare_pieces(fresh[S2GR], fresh[REFERENCE], table, split.dataset.name, profile, n_boot,
+                                     metrics=("ndcg@10",), group="tail targets",
+                                     users=np.asarray(split.test.users)[run.tail])
+    return out
 
 
 GRPO_SIGNAL = ("val_ndcg10", "reward", "flat_groups", "kl")   # what the GRPO grid's curves show
