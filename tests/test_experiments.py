@@ -648,6 +648,12 @@ def test_every_study_spec_has_the_fingerprint_of_the_notebook_spec_of_the_same_l
     pretrained = book.pretrained()            # the study's own question (no notebook trains it): the same catalogue
     notebook_specs.update({spec.label: spec for spec in (pretrained.base, pretrained.align)})
     assert pretrained.align.config.backbone == "smollm2-135m" and pretrained.align.parent.label == catalogue.PRETRAINED_WARMUP
+    random = book.random_codes()              # notebook 12's H4: the same chain on a shuffled table
+    notebook_specs.update({spec.label: spec for spec in (random.base, random.align)})
+    assert random.align.parent.label == catalogue.RANDOM_WARMUP and random.reason is None
+    assert random.base.sid_table is random.align.sid_table is not synthetic_sids
+    assert sorted(map(tuple, random.base.sid_table.codes)) == sorted(map(tuple, synthetic_sids.codes))
+    assert not np.array_equal(random.base.sid_table.codes, synthetic_sids.codes)
     studied = study.headline_specs(synthetic, split, profile, sid_table=synthetic_sids)
     assert set(studied) == set(notebook_specs)
     for label, spec in studied.items():

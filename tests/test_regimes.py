@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minirec.data.dataset import leave_one_out
-from minirec.data.world import make_world
+from minirec.data.world import WorldConfig, make_world
 from minirec.experiments import regimes
 from minirec.experiments.results import ResultsTable
 from minirec.metrics import BootstrapResult
@@ -23,7 +23,8 @@ def deep():
 def test_the_grid_is_fixed_and_the_course_contrast_is_its_extremes():
     assert [w.depth for w in regimes.study_worlds()] == list(regimes.STUDY_DEPTHS) * len(regimes.STUDY_TAILS)
     assert {w.seed for w in regimes.study_worlds()} == {0} and regimes.DEVELOPMENT_SEED != 0
-    course = regimes.course_worlds()
+    course = regimes.notebook_worlds(get_profile("course"))
+    assert regimes.notebook_worlds(get_profile("study"))["depth 3"].n_users == WorldConfig().n_users
     assert [w.depth for w in course.values()] == [0, max(regimes.STUDY_DEPTHS)]
     assert all(w.n_users == regimes.COURSE_USERS for w in course.values())
     assert [h.key for h in regimes.HYPOTHESES] == ["H1", "H2", "H3", "H4", "H5"]
@@ -151,3 +152,26 @@ def test_the_study_records_a_worlds_shares_and_tail_comparison(tmp_path):
     assert tail[0]["n_users"] == int(regimes.tail_targets(split).sum())
     share = table.get(config.name, S2GR, "share of ceiling ndcg@10", table=regimes.CEILING_TABLE)
     assert share is not None
+
+
+def test_h4_and_h5_verdicts_read_the_studys_rows(tmp_path):
+    from minirec.experiments.specs import ALIGN, BASE, RANDOM_ALIGN, RANDOM_BASE, REASON
+    table = ResultsTable(tmp_path)
+    assert regimes._h4(table, "study")[1] == regimes._h5(table, "study")[1] == "not measured in this profile"
+    tail = "tail targets"
+    table.compare("world-depth3", RANDOM_ALIGN, RANDOM_BASE, _result(0.02, 0.01, 0.03), "study", group=tail)
+    table.compare("world-depth3", ALIGN, BASE, _result(0.001, -0.004, 0.006), "study", group=tail)
+    measured, verdict = regimes._h4(table, "study")
+    assert verdict == "holds" and "random codes +0.0200" in measured
+    table.compare("world-depth3", ALIGN, BASE, _result(0.01, 0.004, 0.016), "study", group=tail)
+    assert regimes._h4(table, "study")[1] == "fails"
+    # H5: the deep gain beyond noise and above depth 0's, and the swap changes most top-10 lists
+    table.compare("world-depth0", REASON, ALIGN, _result(0.0, -0.005, 0.005), "study")
+    table.compare("world-depth3", REASON, ALIGN, _result(0.02, 0.01, 0.03), "study")
+    assert "not recorded" in regimes._h5(table, "study")[0] and regimes._h5(table, "study")[1] == "fails"
+    table.record("world-depth3", f"{REASON}: test rationales", {"top10_changed_by_swap": [0.8]}, "study", [0],
+                 table="stage_diagnostics")
+    assert regimes._h5(table, "study")[1] == "holds"
+    table.record("world-depth3", f"{REASON}: test rationales", {"top10_changed_by_swap": [0.2]}, "study", [0],
+                 table="stage_diagnostics")
+    assert regimes._h5(table, "study")[1] == "fails"

@@ -63,15 +63,17 @@ HYPOTHESES = (
                "codes, and not otherwise",
                "OneRec-Think (arXiv 2510.11639): aligning SID tokens with text transfers what the text knows to "
                "items the interactions say little about",
-               "NDCG@10 on tail targets of OneRec-Think +alignment − its Base, in a world whose codes are random "
-               "(the text names the attribute) and one whose codes come from the text. Holds when the gain is "
-               "above 0 beyond noise in the first and its interval contains 0 in the second", "study"),
+               "NDCG@10 on tail targets of OneRec-Think +alignment − its Base in the deepest world, on random codes "
+               "(a shuffled table: the text names the attribute, the codes do not) and on the codes the text made. "
+               "Holds when the gain is above 0 beyond noise on random codes and its interval contains 0 on the "
+               "text's codes", "study"),
     Hypothesis("H5", "the rationale helps when the next category is predictable from the history, and the beam "
                "search uses it",
                "OneRec-Think: a rationale that names what comes next conditions the item the model writes",
-               "NDCG@10 of +reasoning − +alignment at depth 3 against depth 0, and the share of test users whose "
-               "top 10 changes when two users' rationales are swapped. Holds when the deep world's gain is above 0 "
-               "beyond noise, above the depth-0 world's, and the swap changes most top-10 lists", "study"),
+               "NDCG@10 of +reasoning − +alignment in the deepest world against depth 0, and the share of test "
+               "users whose top 10 changes when two users' rationales are swapped. Holds when the deep world's gain "
+               "is above 0 beyond noise and above the depth-0 world's, and the swap changes more than half of the "
+               "top-10 lists", "study"),
 )
 
 
@@ -79,6 +81,15 @@ def course_worlds(seed: int = 0) -> dict[str, WorldConfig]:
     """Notebook 12's contrast: no inference (depth 0) against the deepest world of the study's grid, both with the
     study's default tail; ``COURSE_USERS`` shoppers so that both pairs of models train within 10 minutes."""
     return {f"depth {d}": WorldConfig(depth=d, n_users=COURSE_USERS, seed=seed) for d in (0, max(STUDY_DEPTHS))}
+
+
+def notebook_worlds(profile) -> dict[str, WorldConfig]:
+    """The worlds notebook 12 opens under ``profile``: the course contrast (``course_worlds``) in the smoke and
+    course profiles; in the study and gpu profiles the same two depths at the study's size, so the notebook reuses
+    the study pieces' checkpoints."""
+    if profile.name in ("smoke", "course"):
+        return course_worlds()
+    return {f"depth {d}": WorldConfig(depth=d) for d in (0, max(STUDY_DEPTHS))}
 
 
 def study_worlds(seed: int = 0) -> list[WorldConfig]:
@@ -395,11 +406,62 @@ def _h3(table, profile: str) -> tuple[str, str]:
     return measured, "holds" if holds else "fails"
 
 
+def _tail_steps(table, profile: str, a: str, b: str) -> dict[int, dict]:
+    """depth -> the tail-target comparison of ``a`` against ``b`` in a world of the default tail."""
+    out = {}
+    for c in table.comparisons:
+        w = _world(c["dataset"])
+        if (w is not None and c["profile"] == profile and (c["a"], c["b"]) == (a, b) and c["metric"] == "ndcg@10"
+                and c.get("group") == "tail targets" and w.tail == WorldConfig().tail):
+            out[w.depth] = c
+    return out
+
+
+def _h4(table, profile: str) -> tuple[str, str]:
+    from minirec.experiments.specs import ALIGN, BASE, RANDOM_ALIGN, RANDOM_BASE
+    text, random = _tail_steps(table, profile, ALIGN, BASE), _tail_steps(table, profile, RANDOM_ALIGN, RANDOM_BASE)
+    both = sorted(set(text) & set(random))
+    if not both:
+        return "", "not measured in this profile"
+    d = both[-1]
+    measured = (f"tail targets at depth {d}: alignment − Base on random codes {_interval(random[d])}, "
+                f"on the text's codes {_interval(text[d])}")
+    holds = random[d]["significant"] and random[d]["diff"] > 0 and not text[d]["significant"]
+    return measured, "holds" if holds else "fails"
+
+
+SWAP_SHARE = 0.5            # H5: the swap changes more than this share of top-10 lists
+
+
+def _h5(table, profile: str) -> tuple[str, str]:
+    from minirec.experiments.specs import ALIGN, REASON
+    steps = {}
+    for c in table.comparisons:
+        w = _world(c["dataset"])
+        if (w is not None and c["profile"] == profile and (c["a"], c["b"]) == (REASON, ALIGN)
+                and c["metric"] == "ndcg@10" and not c.get("group") and w.tail == WorldConfig().tail):
+            steps[w.depth] = c
+    if 0 not in steps or len(steps) < 2:
+        return "", "not measured in this profile"
+    deepest = max(steps)
+    deep_world = steps[deepest]["dataset"]
+    swaps = [r for r in table.records if r["profile"] == profile and r["dataset"] == deep_world
+             and r["table"] == "stage_diagnostics" and r["metric"] == "top10_changed_by_swap"
+             and r["method"] == f"{REASON}: test rationales"]
+    swap = swaps[0]["mean"] if swaps else float("nan")
+    measured = (f"+reasoning − +alignment: depth 0 {_interval(steps[0])}, depth {deepest} "
+                f"{_interval(steps[deepest])}; top 10 changed by a rationale swap at depth {deepest}: "
+                + (f"{swap:.3f} of users" if swaps else "not recorded"))
+    holds = (steps[deepest]["significant"] and steps[deepest]["diff"] > 0
+             and steps[deepest]["diff"] > steps[0]["diff"] and swap > SWAP_SHARE)
+    return measured, "holds" if holds else "fails"
+
+
 def verdicts(table, profile: str) -> list[dict]:
     """(hypothesis, measured, verdict) for every hypothesis, from the rows ``table`` holds for ``profile``: what
     notebook 12 ends with and what the other notebooks' summaries quote. A hypothesis whose rows are missing says
     so (``not measured in this profile``)."""
-    measure = {"H1": _h1, "H2": _h2, "H3": _h3}
+    measure = {"H1": _h1, "H2": _h2, "H3": _h3, "H4": _h4, "H5": _h5}
     out = []
     for h in HYPOTHESES:
         measured, verdict = measure[h.key](table, profile) if h.key in measure else ("", "not measured yet")

@@ -35,6 +35,9 @@ ALIGN_COSINE = "OneRec-Think + itemic alignment (cosine schedule, diagnostic)"
 # OneRec-Think on the packaged pretrained language model (the study's question: does alignment transfer there?)
 PRETRAINED_BASE, PRETRAINED_WARMUP = "OneRec-Think Base (SmolLM2-135M)", "OneRec-Think warm-up (SmolLM2-135M)"
 PRETRAINED_ALIGN = "OneRec-Think + itemic alignment (SmolLM2-135M)"
+# OneRec-Think on random codes (a shuffled SID table): codes that carry nothing the text says (notebook 12's H4)
+RANDOM_BASE, RANDOM_WARMUP = "OneRec-Think Base (SID SFT, random codes)", "OneRec-Think warm-up (random codes)"
+RANDOM_ALIGN = "OneRec-Think + itemic alignment (random codes)"
 # sized for a study piece on 2 CPU cores, where SmolLM2 fine-tunes at about 70 tokens a second (the SID rows train,
 # so every layer backpropagates): 5-item windows, 500 examples an epoch, at most 3 epochs a stage, batches of 16
 PRETRAINED_ARCHITECTURE = dict(backbone="smollm2-135m", train_layers=2, max_items=5)
@@ -262,6 +265,16 @@ class SpecCatalogue:
         warmup = base.variant(PRETRAINED_WARMUP, stage="warmup")
         align = warmup.then(PRETRAINED_ALIGN, stage="align").variant(PRETRAINED_ALIGN, recipe=PRETRAINED_RECIPE)
         return OneRecChain(base, warmup, align, None)
+
+    def random_codes(self) -> OneRecChain:
+        """Base, token warm-up and itemic alignment as ``onerec`` builds them, on a shuffled copy of the SID table
+        (``shuffled_sid_table``): every item keeps a distinct SID, but its codes say nothing of its text, so whatever
+        the text knows reaches the model through alignment only. Its ``reason`` is None."""
+        from minirec.sids.semantic_ids import shuffled_sid_table
+        chain = self.onerec()
+        base = chain.base.variant(RANDOM_BASE, sid_table=shuffled_sid_table(self.sids, self.dataset))
+        warmup = base.variant(RANDOM_WARMUP, stage="warmup")
+        return OneRecChain(base, warmup, warmup.then(RANDOM_ALIGN, stage="align"), None)
 
     def reason_rate_candidates(self) -> list[RunSpec]:
         """The reasoning stage at the other fine-tuning rates it is chosen among (``reason_rates``), each from the

@@ -28,7 +28,8 @@ def main(argv=None) -> None:
                              "fine-tuning rate), OneRec-RL (every GRPO setting), OneRec-RL-beam (one "
                              "reward, both learning rates), Think-Ahead (serves OneRec-reason and TIGER-mini), ShopX "
                              "(ShopX-mini, the learned tool-caller and SASRec, played on held-out phrasings), "
-                             "OneRec-pretrained-base and OneRec-pretrained-align (on SmolLM2-135M); a stage "
+                             "OneRec-pretrained-base and OneRec-pretrained-align (on SmolLM2-135M), "
+                             "OneRec-random-base and OneRec-random-align (on a shuffled SID table); a stage "
                              "trains its earlier stages first unless their checkpoints exist")
     parser.add_argument("--seed", type=int, action="append", default=[])
     parser.add_argument("--assemble", action="store_true", help="write the results table from the saved pieces")

@@ -10,7 +10,8 @@ import numpy as np
 from minirec.experiments import breakdown
 from minirec.experiments.choice import CANDIDATE, CHOSEN, Grid, choose, seed_noise
 from minirec.experiments.results import RANKING_METRICS, ResultsTable, display_name
-from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, REASON, RECIPE_CHANGES, TIGER as REFERENCE, grids)
+from minirec.experiments.specs import (ALIGN, ALIGN_COSINE, BASE, RANDOM_ALIGN, RANDOM_BASE, REASON, RECIPE_CHANGES,
+                                      TIGER as REFERENCE, grids)
 from minirec.experiments.study.pieces import Piece
 from minirec.experiments.study.plan import BY_POPULARITY, STEPS
 from minirec.metrics import direction, paired_bootstrap
@@ -108,8 +109,9 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
 def record_world(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, profile: Profile,
                  n_boot: int) -> dict:
     """A planted world's rows (notebook 12's, over the study's seeds): every model's NDCG@10 as a share of the
-    Bayes-optimal ranking's on every test user and on the tail targets, and S²GR-mini against TIGER-mini on the
-    tail targets (the comparison on every user is ``vs_reference``)."""
+    Bayes-optimal ranking's on every test user and on the tail targets; on the tail targets, S²GR-mini against
+    TIGER-mini (H1; on every user it is ``vs_reference``) and itemic alignment against its Base, on the profile's
+    codes and on random codes (H4)."""
     from minirec.data.world import world_of
     from minirec.experiments import regimes
     from minirec.experiments.specs import S2GR
@@ -123,11 +125,12 @@ def record_world(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split,
     seeds = {label: sorted(fresh[label]) for label in everyone}
     shares = [row for label in everyone
               for row in regimes.ceiling_shares(table, run, {label: stacked[label]}, profile, seeds[label])]
-    out = {"shares": shares}
-    if S2GR in fresh and REFERENCE in fresh:
-        out["tail"] = compare_pieces(fresh[S2GR], fresh[REFERENCE], table, split.dataset.name, profile, n_boot,
-                                     metrics=("ndcg@10",), group="tail targets",
-                                     users=np.asarray(split.test.users)[run.tail])
+    out = {"shares": shares, "tail": {}}
+    for a, b in ((S2GR, REFERENCE), (ALIGN, BASE), (RANDOM_ALIGN, RANDOM_BASE)):
+        if a in fresh and b in fresh and set(fresh[a]) & set(fresh[b]):
+            out["tail"][a] = compare_pieces(fresh[a], fresh[b], table, split.dataset.name, profile, n_boot,
+                                            metrics=("ndcg@10",), group="tail targets",
+                                            users=np.asarray(split.test.users)[run.tail])
     return out
 
 
@@ -213,11 +216,17 @@ def record_stage_diagnostics(label: str, by_seed: dict[int, Piece], table: Resul
                            + "; ".join(f"[{m['low']:+.3f}, {m['high']:+.3f}]" for m in meta))
     seeds = [s for s in seeds if "rationales" in by_seed[s].meta]
     if seeds:
-        table.record(dataset, f"{label}: test rationales",
-                     {"names_target_genre": [by_seed[s].meta["rationales"]["names a target genre"] for s in seeds],
-                      "names_every_target_genre": [by_seed[s].meta["rationales"]["names every target genre"]
-                                                   for s in seeds]},
-                     profile.name, seeds=seeds, table="stage_diagnostics")
+        found = [by_seed[s].meta["rationales"] for s in seeds]
+        values = {"names_target_genre": [r["names a target genre"] for r in found],
+                  "names_every_target_genre": [r["names every target genre"] for r in found]}
+        if all(SWAPPED in r for r in found):     # pieces made since the swap check exists
+            values.update({"distinct_rationales": [float(r["distinct"]) for r in found],
+                           "top10_changed_by_swap": [r[SWAPPED] for r in found]})
+        table.record(dataset, f"{label}: test rationales", values, profile.name, seeds=seeds,
+                     table="stage_diagnostics")
+
+
+SWAPPED = "top-10 changed when two users' rationales are swapped"    # stage_diagnostics' key
 
 
 def record_caption_floor(ds, table: ResultsTable, profile: Profile) -> None:
