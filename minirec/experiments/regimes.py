@@ -467,3 +467,40 @@ def verdicts(table, profile: str) -> list[dict]:
         measured, verdict = measure[h.key](table, profile) if h.key in measure else ("", "not measured yet")
         out.append({"hypothesis": f"{h.key}: {h.claim}", "measured": measured or "—", "verdict": verdict})
     return out
+
+
+# ----------------------------------------------------------------------------- notebook 12's contrast, world by world
+PAIR = ("TIGER-mini", "S²GR-mini")      # the model a method extends, then the method
+
+
+def train_pair(worlds: dict[str, WorldRun], profile, table, retrain: bool = False) -> dict[str, dict]:
+    """TIGER-mini and S²GR-mini in every world, as notebooks 05 and 06 build them on the world's SID table, each
+    recorded in ``table`` under the world's name. Returns world label -> model -> ``SeedRuns``."""
+    from minirec.experiments.runner import record, run as run_spec
+    runs = {}
+    with table.writing_once():
+        for label, w in worlds.items():
+            runs[label] = {PAIR[0]: run_spec(w.specs.tiger(), w.split, profile, retrain),
+                           PAIR[1]: run_spec(w.specs.s2gr(), w.split, profile, retrain)}
+            for r in runs[label].values():
+                record(table, w.name, r, profile, notes=f"planted world ({label})")
+                print(f"{label}: {r.summary()}")
+    return runs
+
+
+def pair_gains(table, worlds: dict[str, WorldRun], runs: dict[str, dict], profile) -> list[dict]:
+    """S²GR-mini against TIGER-mini in every world, on every test user and on the tail targets (``compare_models``)."""
+    return [row for label, w in worlds.items()
+            for row in compare_models(table, w, PAIR[1], PAIR[0], by_seed(runs[label]), profile)]
+
+
+def pair_shares(table, worlds: dict[str, WorldRun], runs: dict[str, dict], profile) -> list[dict]:
+    """Both models' shares of each world's ceiling (``ceiling_shares``)."""
+    return [row for label, w in worlds.items()
+            for row in ceiling_shares(table, w, by_seed(runs[label]), profile, profile.seeds)]
+
+
+def pair_attention(worlds: dict[str, WorldRun], runs: dict[str, dict], n_users: int) -> list[dict]:
+    """S²GR-mini's thinking attention on the driving positions in every world (``thinking_attention_rows``)."""
+    return [row for label, w in worlds.items()
+            for row in thinking_attention_rows(w, runs[label][PAIR[1]].module, n_users)]
