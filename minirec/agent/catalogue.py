@@ -24,6 +24,11 @@ _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 _ARTICLE = re.compile(r"^(.*), (The|A|An)$")
 
 
+def sid_key(text: str) -> str:
+    """A written SID without the spaces a tokeniser may put between its tokens: how SIDs are compared."""
+    return "".join(text.split())
+
+
 def sid_strings(codes) -> list[str]:
     """Every item's SID in the model's token spelling ("<a_3><b_17><c_5><d_0>"), from a SID table's codes."""
     return ["".join(sid_token(level, int(c)) for level, c in enumerate(row)) for row in np.asarray(codes)]
@@ -65,7 +70,7 @@ class Catalogue:
 
     def item_of(self, sid: str) -> int:
         """The item whose SID is ``sid`` (the model's token spelling)."""
-        text = "".join(sid.split())
+        text = sid_key(sid)
         if text in self._item_of:
             return self._item_of[text]
         if not text or _SID.sub("", text):

@@ -335,9 +335,10 @@ def action_agreement(modules: Sequence[ShopXMini], tasks: Sequence[Task], stage:
 
 def _same(written, intended) -> bool:
     """The same action, SIDs compared without the spaces a tokeniser may write between SID tokens."""
+    from minirec.agent.catalogue import sid_key
     from minirec.agent.protocol import Rank
     if isinstance(written, Rank) and isinstance(intended, Rank):
-        return [c.replace(" ", "") for c in written.candidates] == list(intended.candidates)
+        return [sid_key(c) for c in written.candidates] == [sid_key(c) for c in intended.candidates]
     return written == intended
 
 

@@ -209,6 +209,7 @@ def load_backbone(preset_or_path: str, level_sizes: Sequence[int], texts: Sequen
             extra = {"gguf_file": file}
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, **extra)
+        model.train()           # from_pretrained returns eval mode; training code switches modes itself, as for presets
         before = model.get_input_embeddings().weight.shape[0]
         add_sid_tokens(tokenizer, level_sizes)
         if len(tokenizer) > before:
