@@ -134,15 +134,17 @@ def ceiling_shares(table, run: "WorldRun", per_user: dict[str, dict[str, np.ndar
 
 
 def code_alignment(codes: np.ndarray, world: World) -> dict[str, float]:
-    """How well a SID table's codes recover the planted hierarchy: NMI of level-1 codes with the category, of the
-    (level 1, level 2) prefix with the subcategory, and level-1 purity (each code's majority category)."""
+    """How well a SID table's codes recover what drives the shoppers: NMI of level-1 codes with the category, of the
+    (level 1, level 2) prefix with the subcategory, level-1 purity (each code's majority category), and NMI of the
+    level-3 code with the item's colour (what decides the item inside a subcategory for most steps)."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
     first = codes[:, 0]
     prefix = codes[:, 0] * (codes[:, 1].max() + 1) + codes[:, 1]
     majority = sum(np.bincount(world.category[first == c]).max() for c in np.unique(first))
     return {"nmi level 1 / category": float(nmi(world.category, first)),
             "nmi levels 1-2 / subcategory": float(nmi(world.subcategory, prefix)),
-            "level-1 purity": float(majority / len(first))}
+            "level-1 purity": float(majority / len(first)),
+            "nmi level 3 / colour": float(nmi(world.colour, codes[:, 2])) if codes.shape[1] > 2 else float("nan")}
 
 
 def planted_latents(world: World, stage) -> np.ndarray:
