@@ -175,3 +175,19 @@ def test_h4_and_h5_verdicts_read_the_studys_rows(tmp_path):
     table.record("world-depth3", f"{REASON}: test rationales", {"top10_changed_by_swap": [0.2]}, "study", [0],
                  table="stage_diagnostics")
     assert regimes._h5(table, "study")[1] == "fails"
+
+
+def test_the_readme_quotes_the_verdicts_generated_from_the_table(tmp_path):
+    from minirec.experiments.results import update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\n<!-- results:end -->\n"
+                      "<!-- verdicts:start -->\nstale text\n<!-- verdicts:end -->\nend\n")
+    table = ResultsTable(tmp_path)
+    table.save()
+    assert update_readme(readme, tmp_path)
+    assert "No hypothesis measured yet" in readme.read_text() and "stale text" not in readme.read_text()
+    table.record("world-depth3", "CoBa", {"nmi level 1 / category": [0.9]}, "course", [0], table=regimes.CODES_TABLE)
+    assert update_readme(readme, tmp_path)
+    text = readme.read_text()
+    assert "| `course` | H2: level-1 codes recover the planted categories | CoBa NMI 0.900" in text
+    assert "| holds |" in text and text.endswith("end\n")

@@ -286,6 +286,7 @@ def load_per_user(figures_dir: str | Path | None, dataset: str, method: str, pro
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 RUNTIME_START, RUNTIME_END = "<!-- runtime:start -->", "<!-- runtime:end -->"
+VERDICTS_START, VERDICTS_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 
 
 def _duration(seconds: float) -> str:
@@ -309,6 +310,19 @@ def runtime_markdown(results: "ResultsTable", profiles: list[str]) -> str:
     return "\n".join(rows)
 
 
+def verdicts_markdown(results: "ResultsTable", profiles: list[str]) -> str:
+    """Notebook 12's verdict table (``regimes.verdicts``) for each profile that measured a hypothesis."""
+    from minirec.experiments.regimes import verdicts
+    rows = ["| profile | hypothesis | measured | verdict |", "|---|---|---|---|"]
+    for profile in profiles:
+        found = verdicts(results, profile)
+        if all(v["verdict"].startswith("not measured") for v in found):
+            continue
+        rows += [f"| `{profile}` | {_escape(v['hypothesis'])} | {_escape(v['measured'])} | {v['verdict']} |"
+                 for v in found]
+    return "\n".join(rows) if len(rows) > 2 else "No hypothesis measured yet: run notebook 12."
+
+
 def _replace_block(text: str, start: str, end: str, body: str) -> str:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
@@ -316,8 +330,8 @@ def _replace_block(text: str, start: str, end: str, body: str) -> str:
 
 
 def update_readme(readme: str | Path, figures_dir: str | Path | None = None) -> bool:
-    """Copy the rendered results tables (every profile but smoke) between the README's results markers,
-    and the main job's time per profile between its runtime markers."""
+    """Copy the rendered results tables (every profile but smoke) between the README's results markers, the main
+    job's time per profile between its runtime markers, and notebook 12's verdicts between its verdict markers."""
     readme = Path(readme)
     text = readme.read_text()
     if README_START not in text or README_END not in text:
@@ -329,5 +343,7 @@ def update_readme(readme: str | Path, figures_dir: str | Path | None = None) -> 
     text = _replace_block(text, README_START, README_END, body)
     if RUNTIME_START in text and RUNTIME_END in text:
         text = _replace_block(text, RUNTIME_START, RUNTIME_END, runtime_markdown(results, profiles))
+    if VERDICTS_START in text and VERDICTS_END in text:
+        text = _replace_block(text, VERDICTS_START, VERDICTS_END, verdicts_markdown(results, profiles))
     write_text(readme, text)
     return True
