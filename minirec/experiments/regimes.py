@@ -506,3 +506,33 @@ def pair_attention(worlds: dict[str, WorldRun], runs: dict[str, dict], n_users: 
     """S²GR-mini's thinking attention on the driving positions in every world (``thinking_attention_rows``)."""
     return [row for label, w in worlds.items()
             for row in thinking_attention_rows(w, runs[label][PAIR[1]].module, n_users)]
+
+
+# ----------------------------------------------------------------------------- a sparse real catalogue beside the worlds
+REAL_CATALOGUE = "ml-latest-small"
+
+
+def catalogue_stats(datasets: dict[str, object]) -> list[dict]:
+    """Size, density and sparsity of each dataset (name -> ``SequenceDataset``), on its leave-one-out training part:
+    how far into the tail regime a real catalogue is, beside a world's."""
+    from minirec.data.dataset import leave_one_out
+    rows = []
+    for name, ds in datasets.items():
+        counts = leave_one_out(ds).train_item_counts()
+        stats = ds.stats()
+        rows.append({"dataset": name, "users": stats["users"], "items": stats["items"],
+                     "interactions": stats["interactions"], "density": stats["density"],
+                     f"items < {TAIL_BELOW} training interactions": float((counts < TAIL_BELOW).mean()),
+                     "items bought at most twice": float((counts <= 2).mean())})
+    return rows
+
+
+def real_catalogue_rows(table, profile: str = "study") -> list[dict]:
+    """The study's comparisons on MovieLens latest-small: S²GR-mini and item-ID TIGER each against TIGER-mini
+    (two-level bootstrap), on every test user; empty until its pieces are assembled."""
+    from minirec.experiments.specs import ITEM_ID_TIGER_PIECE, S2GR, TIGER
+    return [{"A": c["a"], "B": c["b"], "metric": c["metric"], "A − B": c["diff"],
+             "95% CI": f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "seeds": c["n_seeds"], "users": c["n_users"]}
+            for c in table.comparisons
+            if c["dataset"] == REAL_CATALOGUE and c["profile"] == profile and c["b"] == TIGER
+            and c["a"] in (S2GR, ITEM_ID_TIGER_PIECE) and not c.get("group")]
