@@ -12,8 +12,8 @@ pipeline (sentence encoder, quantiser) turns that text into SIDs.
 
 A shopper: a taste (one category), a colour, a history of ``min_length``..``max_length`` distinct items (no item
 twice, as in MovieLens, so every target is one the protocol can rank). The first ``max(depth, 1)`` items are free:
-a subcategory of the taste, an item as below. Every later step is, with probability ``noise``, a random unseen item of the
-whole catalogue; otherwise a *planted step*:
+a subcategory of the taste, an item as below. Every later step is, with probability ``noise``, a random unseen item
+of the whole catalogue; otherwise a *planted step*:
 
 - ``depth == 0``: the next subcategory is the last item's with probability ``STAY``, else a uniform subcategory of
   the shopper's taste. It depends on the last item and the taste only.
@@ -25,10 +25,10 @@ Inside the chosen subcategory the item is drawn by popularity among the items th
 ``(rank + 1) ** -tail`` (rank in a fixed random order), so ``tail = 0`` is uniform and larger values send most
 steps to a few items and leave a long tail of rare ones. With probability ``style`` the draw is among the items of
 the shopper's colour only (named in every item's text): a rarely bought item of the right colour is then a
-predictable next item, which a model can only know through what the item says, not through its few purchases.
+predictable next item, which a model knows best through what the item says, since its few purchases say little.
 
 The knobs are single numbers with defaults (``WorldConfig``); out-of-range values raise ``WorldConfigError``. A world
-is named by its non-default knobs (``world_name``: ``world-depth3-tail1.5``), and ``load_dataset`` builds it from
+is named by its non-default knobs (``world_name``: ``world-depth3-tail0.5``), and ``load_dataset`` builds it from
 that name, so a notebook or a study piece opens a world like any other dataset.
 """
 from __future__ import annotations
