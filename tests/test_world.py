@@ -248,3 +248,16 @@ def test_the_shoppers_colour_makes_rare_items_predictable():
         rare = split.train_item_counts()[split.test.targets] < 5
         ceilings.append(w.ceiling(split.test)["recall@10"][rare].mean())
     assert ceilings[0] > 2 * ceilings[1]
+
+
+def test_the_plug_in_reference_is_the_ceiling_when_the_history_reveals_the_shopper():
+    w = make_world(depth=2, seed=6, **TINY)
+    split = leave_one_out(w.dataset)
+    ceiling, plug_in = w.ceiling(split.test), w.plug_in(split.test)
+    for i, (user, history) in enumerate(zip(split.test.users, split.test.histories)):
+        taste = np.bincount(w.category[history], minlength=w.config.n_categories).argmax()
+        colour = np.bincount(w.colour[history], minlength=10).argmax()
+        if (taste, colour) == (w.taste[user], w.style[user]):
+            assert plug_in["ndcg@10"][i] == ceiling["ndcg@10"][i]
+    # and over many users it reaches most of the ceiling: the shoppers' latents can be read off their histories
+    assert plug_in["ndcg@10"].mean() > 0.8 * ceiling["ndcg@10"].mean()

@@ -281,6 +281,23 @@ class World:
             out[f"expected_recall@{k}"].append(float(p[top].sum()))
         return {name: np.array(v) for name, v in out.items()}
 
+    def plug_in(self, stage: EvalStage, k: int = 10) -> dict[str, np.ndarray]:
+        """A history-only reference: the rule known, the shopper's taste and colour read off the history (its most
+        frequent category and colour), every unseen item ranked by the resulting distribution. Per user NDCG@k and
+        Recall@k against the real targets: how much of the ceiling a model that sees only the history, and has
+        learnt the rule, can reach (the rest of the gap to the ceiling is the latents' uncertainty)."""
+        c = self.config
+        discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+        out = {f"ndcg@{k}": [], f"recall@{k}": []}
+        for history, target in zip(stage.histories, stage.targets):
+            taste = int(np.bincount(self.category[history], minlength=c.n_categories).argmax())
+            colour = int(np.bincount(self.colour[history], minlength=len(COLOURS)).argmax())
+            top = np.argsort(-self.next_distribution(history, taste, colour=colour), kind="stable")[:k]
+            hit = np.flatnonzero(top == target)
+            out[f"ndcg@{k}"].append(float(discounts[hit[0]]) if len(hit) else 0.0)
+            out[f"recall@{k}"].append(float(len(hit) > 0))
+        return {name: np.array(v) for name, v in out.items()}
+
     def rare_share(self, train: list[np.ndarray], below: int = 5) -> float:
         """Share of items with fewer than ``below`` training interactions (``tail`` moves it)."""
         counts = np.bincount(np.concatenate(train), minlength=self.config.n_items)

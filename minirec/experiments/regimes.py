@@ -269,7 +269,9 @@ def open_world(label: str, config: WorldConfig, profile) -> WorldRun:
 
 def world_overview(runs: dict[str, WorldRun]) -> list[dict]:
     """Per world: its knobs and sizes, the share of rare items, how often the planted rule held (and the rate it
-    should hold at), the Bayes-optimal ceiling and the popularity floor on the test users."""
+    should hold at), the Bayes-optimal ceiling, what the rule reaches when the shopper's taste and colour are read
+    off the history (``World.plug_in``: a model that learnt the rule could do as well) and the popularity floor, on
+    the test users."""
     from minirec.metrics import evaluate
     from minirec.models.baselines import Popularity
     rows = []
@@ -285,6 +287,7 @@ def world_overview(runs: dict[str, WorldRun]) -> list[dict]:
                      "rule held": float(holds.mean()), "rule should hold": float(chance.mean()),
                      "ceiling NDCG@10": float(r.ceiling["ndcg@10"].mean()),
                      "ceiling NDCG@10 (expected)": float(r.ceiling["expected_ndcg@10"].mean()),
+                     "history-only plug-in NDCG@10": float(r.world.plug_in(r.split.test)["ndcg@10"].mean()),
                      "popularity NDCG@10": float(popularity["ndcg@10"].mean())})
     return rows
 
