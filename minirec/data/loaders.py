@@ -366,10 +366,9 @@ def load_amazon(category: str, data_dir: str | Path | None = None) -> SequenceDa
 
 def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs) -> SequenceDataset:
     """Load a dataset by name: ``ml-100k``, ``ml-latest-small``, ``amazon-beauty|sports|toys``, ``synthetic`` or a
-    planted world
-    (``world``, ``world-depth3-tail0.5``: ``minirec.data.world``)."""
-    if name == "world" or name.startswith("world-"):
-        from minirec.data.world import load_world
+    planted world (``world``, ``world-depth3-tail0.5``: ``minirec.data.world``)."""
+    from minirec.data.world import is_world_name, load_world
+    if is_world_name(name):
         return load_world(name)
     if name == "ml-100k":
         return load_movielens_100k(data_dir, **kwargs)

@@ -34,7 +34,7 @@ that name, so a notebook or a study piece opens a world like any other dataset.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -131,9 +131,14 @@ def world_name(config: WorldConfig) -> str:
     return "-".join(["world", *parts])
 
 
+def is_world_name(name: str) -> bool:
+    """Does a dataset name describe a planted world (``world`` or ``world-<knob><value>-...``)?"""
+    return name == "world" or name.startswith("world-")
+
+
 def parse_world_name(name: str) -> WorldConfig:
     """``world-depth3-tail1.5`` -> its ``WorldConfig``; a clear error for an unknown knob or a malformed value."""
-    if name != "world" and not name.startswith("world-"):
+    if not is_world_name(name):
         raise WorldConfigError(f"{name!r} is not a world name (world, or world-<knob><value>-..., e.g. "
                                "world-depth3-tail1.5)")
     knobs = {}
@@ -142,10 +147,10 @@ def parse_world_name(name: str) -> WorldConfig:
         if m is None or m.group(1) not in _LONG:
             raise WorldConfigError(f"world name {name!r}: cannot read {part!r}; knobs are "
                                    f"{', '.join(sorted(_LONG))}, each followed by its value (e.g. depth3)")
-        key = _LONG[m.group(1)]
-        knobs[key] = int(m.group(2)) if key in _INTS and "." not in m.group(2) else float(m.group(2))
-        if key in _INTS and isinstance(knobs[key], float):
-            raise WorldConfigError(f"world name {name!r}: {key} must be an integer, got {m.group(2)}")
+        key, value = _LONG[m.group(1)], m.group(2)
+        if key in _INTS and "." in value:
+            raise WorldConfigError(f"world name {name!r}: {key} must be an integer, got {value}")
+        knobs[key] = int(value) if key in _INTS else float(value)
     return WorldConfig(**knobs)
 
 
@@ -174,9 +179,9 @@ class World:
     sequences: list[np.ndarray]     # per shopper: item indices in order
     items: pd.DataFrame             # title, year, genres, text, category and subcategory names
 
-    @property
+    @cached_property
     def subcategory(self) -> np.ndarray:
-        """(n_items,) global subcategory index: category * S + position."""
+        """(n_items,) global subcategory index: category * S + position (derived once: every distribution reads it)."""
         return self.category * self.config.n_subcategories + self.position
 
     @cached_property
@@ -270,16 +275,15 @@ class World:
         same users) and their expectations under the true distribution (``expected_ndcg@k``, ``expected_recall@k``:
         the same ceiling without the draw's luck)."""
         discounts = 1.0 / np.log2(np.arange(k) + 2.0)
-        out = {f"ndcg@{k}": [], f"recall@{k}": [], f"expected_ndcg@{k}": [], f"expected_recall@{k}": []}
-        for user, history, target in zip(stage.users, stage.histories, stage.targets):
+        tops, expected_ndcg, expected_recall = [], [], []
+        for user, history in zip(stage.users, stage.histories):
             p = self.shopper_distribution(int(user), history)
             top = np.argsort(-p, kind="stable")[:k]
-            hit = np.flatnonzero(top == target)
-            out[f"ndcg@{k}"].append(float(discounts[hit[0]]) if len(hit) else 0.0)
-            out[f"recall@{k}"].append(float(len(hit) > 0))
-            out[f"expected_ndcg@{k}"].append(float(p[top] @ discounts[:len(top)]))
-            out[f"expected_recall@{k}"].append(float(p[top].sum()))
-        return {name: np.array(v) for name, v in out.items()}
+            tops.append(top)
+            expected_ndcg.append(float(p[top] @ discounts[:len(top)]))
+            expected_recall.append(float(p[top].sum()))
+        return {**_realised(tops, stage.targets, k), f"expected_ndcg@{k}": np.array(expected_ndcg),
+                f"expected_recall@{k}": np.array(expected_recall)}
 
     def plug_in(self, stage: EvalStage, k: int = 10) -> dict[str, np.ndarray]:
         """A history-only reference: the rule known, the shopper's taste and colour read off the history (its most
@@ -287,21 +291,26 @@ class World:
         Recall@k against the real targets: how much of the ceiling a model that sees only the history, and has
         learnt the rule, can reach (the rest of the gap to the ceiling is the latents' uncertainty)."""
         c = self.config
-        discounts = 1.0 / np.log2(np.arange(k) + 2.0)
-        out = {f"ndcg@{k}": [], f"recall@{k}": []}
-        for history, target in zip(stage.histories, stage.targets):
+        tops = []
+        for history in stage.histories:
             taste = int(np.bincount(self.category[history], minlength=c.n_categories).argmax())
             colour = int(np.bincount(self.colour[history], minlength=len(COLOURS)).argmax())
-            top = np.argsort(-self.next_distribution(history, taste, colour=colour), kind="stable")[:k]
-            hit = np.flatnonzero(top == target)
-            out[f"ndcg@{k}"].append(float(discounts[hit[0]]) if len(hit) else 0.0)
-            out[f"recall@{k}"].append(float(len(hit) > 0))
-        return {name: np.array(v) for name, v in out.items()}
+            tops.append(np.argsort(-self.next_distribution(history, taste, colour=colour), kind="stable")[:k])
+        return _realised(tops, stage.targets, k)
 
     def rare_share(self, train: list[np.ndarray], below: int = 5) -> float:
         """Share of items with fewer than ``below`` training interactions (``tail`` moves it)."""
         counts = np.bincount(np.concatenate(train), minlength=self.config.n_items)
         return float((counts < below).mean())
+
+
+def _realised(tops: list[np.ndarray], targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-user NDCG@k and Recall@k of ranked lists against the real targets (in float64, where
+    ``metrics.topk_metrics`` works in the models' float32: the ceiling keeps its exact values)."""
+    hits = np.stack(tops)[:, :k] == np.asarray(targets)[:, None]
+    found = hits.any(axis=1)
+    rank = hits.argmax(axis=1)
+    return {f"ndcg@{k}": np.where(found, 1.0 / np.log2(rank + 2.0), 0.0), f"recall@{k}": found.astype(np.float64)}
 
 
 def _mixed_radix(values: np.ndarray, base: int) -> int:
@@ -403,7 +412,3 @@ def world_of(dataset: SequenceDataset) -> World:
         raise DataError(f"{dataset.name}: the dataset's sequences differ from the world its name describes")
     return world
 
-
-def knobs(config: WorldConfig) -> dict:
-    """The knob values as a plain dict (for tables and records)."""
-    return asdict(config)

@@ -3,9 +3,9 @@ are measured on, the measurements, and verdicts generated from what was recorded
 
 - ``HYPOTHESES``: each claim, the paper it comes from, how it is measured and the rule that decides it, fixed before
   measuring. A hypothesis that fails is reported like one that holds.
-- The worlds: ``COURSE_WORLDS`` (notebook 12's one contrast) and ``study_worlds`` (the sweep over depth and tail),
-  fixed here before any test number was seen; development used generator seed ``DEVELOPMENT_SEED``, never the
-  study's.
+- The worlds: ``course_worlds`` (notebook 12's one contrast) and ``study_worlds`` (the sweep over depth and tail),
+  fixed here before the study trained on them; their sizes were developed on generator seed ``DEVELOPMENT_SEED``,
+  not the study's.
 - Measurements: the ceiling and every model's share of it, tail users, how well codes recover the planted
   categories, a linear probe of the thinking states, and the thinking steps' attention on the planted driving
   positions.
@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from minirec.data.world import World, WorldConfig
+from minirec.data.world import World, WorldConfig, is_world_name, parse_world_name
+from minirec.experiments.breakdown import COLD
+from minirec.experiments.specs import S2GR, TIGER
 from minirec.metrics import paired_bootstrap, stage_batches
 
-TAIL_BELOW = 5              # a tail target: an item with fewer training interactions than this
+TAIL_BELOW = COLD           # a tail target: an item with fewer training interactions than this (the breakdowns' cold)
 DEVELOPMENT_SEED = 1        # the generator seed the world's sizes were developed on; the study's worlds use seed 0
 STUDY_DEPTHS = (0, 1, 2, 3)
 STUDY_TAILS = (0.5, 1.5)
@@ -95,11 +97,6 @@ def notebook_worlds(profile) -> dict[str, WorldConfig]:
 def study_worlds(seed: int = 0) -> list[WorldConfig]:
     """The study's sweep: every depth of ``STUDY_DEPTHS`` at every tail of ``STUDY_TAILS``."""
     return [WorldConfig(depth=d, tail=t, seed=seed) for t in STUDY_TAILS for d in STUDY_DEPTHS]
-
-
-def development(config: WorldConfig) -> WorldConfig:
-    """The same world with the development generator seed (never the study's)."""
-    return replace(config, seed=DEVELOPMENT_SEED)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -201,7 +198,7 @@ def probe_levels(table, run: "WorldRun", features: dict[str, dict[str, np.ndarra
     bootstrap over the probe's held-out users). Records both in ``table`` (``PROBE_TABLE``, comparisons) and returns
     the rows."""
     latents = planted_latents(run.world, run.split.test)
-    names = {("S²GR-mini", "thinking"): PROBE_THINKING, ("S²GR-mini", "before"): PROBE_BEFORE}
+    names = {(S2GR, "thinking"): PROBE_THINKING, (S2GR, "before"): PROBE_BEFORE}
     rows, correct = [], {}
     with table.writing_once():
         for model, states in features.items():
@@ -221,7 +218,7 @@ def probe_levels(table, run: "WorldRun", features: dict[str, dict[str, np.ndarra
                                      f"probe accuracy level {level + 1}", n_boot=profile.n_boot)
                 table.compare(run.name, PROBE_THINKING, PROBE_BEFORE, r, profile.name)
                 for row in rows:
-                    if (row["model"], row["state"], row["level"]) == ("S²GR-mini", "thinking", level + 1):
+                    if (row["model"], row["state"], row["level"]) == (S2GR, "thinking", level + 1):
                         row.update({"thinking − before": r.diff, "95% CI": f"[{r.low:+.3f}, {r.high:+.3f}]"})
     return rows
 
@@ -354,10 +351,7 @@ CODES_TABLE, PROBE_TABLE, CEILING_TABLE = "world_codes", "world_probe", "world_c
 
 
 def _world(dataset: str) -> WorldConfig | None:
-    from minirec.data.world import parse_world_name
-    if not (dataset == "world" or dataset.startswith("world-")):
-        return None
-    return parse_world_name(dataset)
+    return parse_world_name(dataset) if is_world_name(dataset) else None
 
 
 def _interval(c: dict) -> str:
@@ -365,8 +359,8 @@ def _interval(c: dict) -> str:
 
 
 def _h1(table, profile: str) -> tuple[str, str]:
-    rows = [c for c in table.comparisons if c["profile"] == profile and c["a"] == "S²GR-mini"
-            and c["b"] == "TIGER-mini" and c["metric"] == "ndcg@10" and _world(c["dataset"]) is not None
+    rows = [c for c in table.comparisons if c["profile"] == profile and c["a"] == S2GR
+            and c["b"] == TIGER and c["metric"] == "ndcg@10" and _world(c["dataset"]) is not None
             and c.get("group") in (None, "tail targets")]
     by_tail: dict[float, dict] = {}
     for c in rows:
@@ -475,7 +469,7 @@ def verdicts(table, profile: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- notebook 12's contrast, world by world
-PAIR = ("TIGER-mini", "S²GR-mini")      # the model a method extends, then the method
+PAIR = (TIGER, S2GR)                    # the model a method extends, then the method
 
 
 def train_pair(worlds: dict[str, WorldRun], profile, table, retrain: bool = False) -> dict[str, dict]:

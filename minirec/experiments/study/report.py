@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minirec.data.world import is_world_name
 from minirec.experiments import breakdown
 from minirec.experiments.choice import CANDIDATE, CHOSEN, Grid, choose, seed_noise
 from minirec.experiments.results import RANKING_METRICS, ResultsTable, display_name
@@ -92,7 +93,7 @@ def _assemble(fresh: dict[str, dict[int, Piece]], table: ResultsTable, split, pr
     for label, by_seed in fresh.items():          # a served piece (Think-Ahead): its latency and the gain it keeps
         if any("serving" in p.meta for p in by_seed.values()):
             summary[label]["serving"] = record_serving(label, fresh, table, dataset, profile)
-    if dataset == "world" or dataset.startswith("world-"):
+    if is_world_name(dataset):
         summary["world"] = record_world(fresh, table, split, profile, n_boot)
     summary["choices"] = {grid.method: record_choice(grid, fresh, table, dataset, profile, n_boot)
                           for grid in grids(profile)}
